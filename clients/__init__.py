@@ -1,0 +1,1 @@
+"""presafe clients: the command-line tool (and, later, the Python REST client)."""

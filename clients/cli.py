@@ -1,0 +1,134 @@
+"""The `presafe` command-line tool.
+
+    presafe models prepare | list
+    presafe classifier train --config jobs/configs/classifier_quickstart.yaml [key=value ...]
+    presafe classifier eval --model runs/quickstart/classifier --data rows.csv [--format xstest]
+    presafe classifier predict --model DIR --prompt "..." [--response "..."]
+
+User errors (bad config, malformed data, missing model) print one line naming the file,
+key or line and exit with status 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from jobs.errors import PresafeError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="presafe", description="Safety decisions before chain-of-thought.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="embedded offline models").add_subparsers(dest="action", required=True)
+    models.add_parser("prepare", help="prepare the embedded models (idempotent)")
+    models.add_parser("list", help="show the embedded models and where they are")
+
+    clf = sub.add_parser("classifier", help="the safety-decision classifier").add_subparsers(dest="action", required=True)
+    train = clf.add_parser("train", help="train a classifier from a YAML config")
+    train.add_argument("--config", required=True, help="YAML config (see jobs/configs/)")
+    train.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=2")
+    ev = clf.add_parser("eval", help="evaluate a trained classifier on labelled rows")
+    ev.add_argument("--model", required=True, help="a folder written by `presafe classifier train`")
+    ev.add_argument("--data", required=True, help="CSV / JSON / JSONL with prompt, response, label columns")
+    ev.add_argument("--format", default="auto", help="auto (default), xstest, csv, json, jsonl, ...")
+    ev.add_argument("--columns", default="", help="column mapping, e.g. response=completion,label=decision")
+    ev.add_argument("--json", dest="json_out", help="also write the metrics to this JSON file")
+    pr = clf.add_parser("predict", help="decide for one prompt (and optional response)")
+    pr.add_argument("--model", required=True)
+    pr.add_argument("--prompt", required=True)
+    pr.add_argument("--response", default=None)
+
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "models":
+            return _models(args)
+        if args.command == "classifier":
+            return {"train": _classifier_train, "eval": _classifier_eval, "predict": _classifier_predict}[args.action](args)
+    except PresafeError as e:
+        print(f"presafe: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("presafe: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _models(args) -> int:
+    from jobs.models.embedded import list_models, prepare_all
+
+    rows = prepare_all() if args.action == "prepare" else list_models()
+    for m in rows:
+        state = "ready" if m.ready else "missing"
+        print(f"{m.name:34} {state:8} {m.kind:36} {m.path or '-'}  ({m.note})")
+    return 0 if all(m.ready for m in rows) or args.action == "list" else 1
+
+
+def _classifier_train(args) -> int:
+    from jobs.classifier.config import ClassifierJobConfig
+    from jobs.classifier.train import train_classifier
+    from jobs.config import load_config
+
+    cfg = load_config(ClassifierJobConfig, args.config, args.overrides)
+    out = train_classifier(cfg)
+    meta = json.loads((out / "meta.json").read_text())
+    print(f"\nclassifier saved to {out} (best epoch {meta['epoch']}, threshold {meta['threshold']:.3f})")
+    for split in ("validation", "test"):
+        if split in meta["metrics"]:
+            print(f"\n{split}:")
+            print(format_metrics(meta["metrics"][split]))
+    return 0
+
+
+def _classifier_eval(args) -> int:
+    from jobs.classifier.train import evaluate_classifier
+    from jobs.config import from_dict
+    from jobs.data.readers import DataSource, read_examples
+
+    fmt = args.format
+    if fmt == "auto" and _looks_like_xstest(args.data):
+        fmt = "xstest"
+    columns = dict(item.split("=", 1) for item in args.columns.split(",") if item)
+    src = from_dict(DataSource, {"path": args.data, "format": fmt, "columns": columns}, source="--data")
+    metrics = evaluate_classifier(args.model, read_examples(src))
+    print(format_metrics(metrics))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(metrics, indent=2))
+    return 0
+
+
+def _classifier_predict(args) -> int:
+    from jobs.classifier.model import DecisionClassifier
+
+    clf = DecisionClassifier.load(args.model)
+    d = clf.predict([args.prompt], [args.response])[0]
+    print(json.dumps({"decision": d.decision, "p_refuse": round(d.p_refuse, 6), "threshold": clf.threshold}))
+    return 0
+
+
+def format_metrics(metrics: dict) -> str:
+    """A small table: one line per row kind (all, pairs, prompt_only)."""
+    lines = [f"  {'rows':12} {'n':>6} {'acc':>7} {'f1':>7} {'auroc':>7}  confusion [[TN FP] [FN TP]]"]
+    for kind in ("all", "pairs", "prompt_only"):
+        m = metrics.get(kind, {})
+        if not m.get("n"):
+            continue
+        auroc = "-" if m["auroc"] is None else f"{m['auroc']:.4f}"
+        lines.append(f"  {kind:12} {m['n']:>6} {m['accuracy']:>7.4f} {m['f1']:>7.4f} {auroc:>7}  {m['confusion']}")
+    return "\n".join(lines)
+
+
+def _looks_like_xstest(path: str) -> bool:
+    if not path.endswith(".csv") or not os.path.isfile(path):
+        return False
+    with open(path, encoding="utf-8") as f:
+        header = f.readline()
+    return all(c in header for c in ("prompt_label", "completion", "decision"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Everything a presafe Ray job runs: configs, data, templates, models, stages."""

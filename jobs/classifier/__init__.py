@@ -1,0 +1,1 @@
+"""The safety-decision classifier: a BERT-family model over (prompt, response) pairs."""

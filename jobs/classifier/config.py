@@ -1,0 +1,115 @@
+"""Config of a classifier training job (`presafe classifier train --config X.yaml`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from jobs.config import check
+from jobs.data.readers import DataSource
+
+
+@dataclass
+class ClassifierModelConfig:
+    backbone: str = "embedded:all-minilm-l6-v2"
+    """Any Hugging Face encoder: hub id, local folder, or an embedded model name."""
+    max_length: int = 256
+    """Tokens per (prompt, response) pair; the longer side is truncated first."""
+
+    def validate(self) -> None:
+        check(8 <= self.max_length <= 8192, "max_length", f"must be in [8, 8192], got {self.max_length}")
+
+
+@dataclass
+class ClassifierDataConfig:
+    sources: list[DataSource] = field(default_factory=lambda: [DataSource(path="builtin:decisions", format="builtin")])
+    """Labelled rows, split into train / validation / test unless those are given."""
+    validation: list[DataSource] = field(default_factory=list)
+    test: list[DataSource] = field(default_factory=list)
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    seed: int = 0
+    """Split seed; rows that share a prompt always land in the same split."""
+    holdout_column: str | None = None
+    """Hold out rows whose meta[holdout_column] == holdout_value as the test set (e.g.
+    `model` = `gpt4` for leave-one-model-out on XSTest); the rest is split train/val."""
+    holdout_value: str | None = None
+    prompt_only: bool = True
+    """Keep prompt-only rows (the pre-generation decision the serving endpoint offers)."""
+
+    def validate(self) -> None:
+        check(len(self.sources) > 0, "sources", "needs at least one data source")
+        check(0 <= self.val_fraction < 1, "val_fraction", "must be in [0, 1)")
+        check(0 <= self.test_fraction < 1, "test_fraction", "must be in [0, 1)")
+        check(self.val_fraction + self.test_fraction < 1, "test_fraction", "val_fraction + test_fraction must be < 1")
+        check(self.val_fraction > 0 or bool(self.validation), "val_fraction",
+              "must be > 0 when no validation sources are given (the threshold is chosen on validation)")
+        check((self.holdout_column is None) == (self.holdout_value is None), "holdout_value",
+              "holdout_column and holdout_value are set together")
+
+
+@dataclass
+class ClassifierTrainConfig:
+    epochs: int = 3
+    batch_size: int = 16
+    """Per worker."""
+    eval_batch_size: int = 64
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    select_metric: str = "auroc"
+    """Validation metric (over all rows) that picks the best epoch: auroc | accuracy | f1."""
+    threshold_metric: str = "accuracy"
+    """The decision threshold maximises this on validation: accuracy | f1."""
+
+    def validate(self) -> None:
+        check(self.epochs >= 1, "epochs", "must be >= 1")
+        check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1")
+        check(0 < self.learning_rate < 1, "learning_rate", "must be in (0, 1)")
+        check(self.weight_decay >= 0, "weight_decay", "must be >= 0")
+        check(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
+        check(self.select_metric in ("auroc", "accuracy", "f1"), "select_metric", "must be auroc, accuracy or f1")
+        check(self.threshold_metric in ("accuracy", "f1"), "threshold_metric", "must be accuracy or f1")
+
+
+@dataclass
+class ScaleConfig:
+    """How Ray Train runs the job."""
+
+    num_workers: int = 0
+    """0 = in-process (local mode, no Ray cluster needed); N = N Ray Train workers."""
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    backend: str = "auto"
+    """Process-group backend: auto (nccl on GPU, gloo on CPU), gloo or nccl."""
+    deepspeed: dict | None = None
+    """Optional DeepSpeed config (dict as in a ds_config.json). The classifier supports ZeRO
+    stages 0-2; a 22M-parameter encoder has nothing to gain from stage 3."""
+    storage_path: str | None = None
+    """Where Ray Train keeps checkpoints (local dir or s3://); default <output_dir>.ray."""
+
+    def validate(self) -> None:
+        check(self.num_workers >= 0, "num_workers", "must be >= 0")
+        check(self.cpus_per_worker >= 0, "cpus_per_worker", "must be >= 0")
+        check(self.backend in ("auto", "gloo", "nccl"), "backend", "must be auto, gloo or nccl")
+        check(not (self.backend == "nccl" and not self.use_gpu), "backend", "nccl needs use_gpu: true")
+        if self.deepspeed is not None:
+            stage = (self.deepspeed.get("zero_optimization") or {}).get("stage", 0)
+            check(stage in (0, 1, 2), "deepspeed.zero_optimization.stage",
+                  f"the classifier supports ZeRO stages 0-2, got {stage!r}")
+
+
+@dataclass
+class ClassifierJobConfig:
+    """Train the safety-decision classifier and save it as a Hugging Face folder + meta.json."""
+
+    output_dir: str = "runs/classifier"
+    model: ClassifierModelConfig = field(default_factory=ClassifierModelConfig)
+    data: ClassifierDataConfig = field(default_factory=ClassifierDataConfig)
+    train: ClassifierTrainConfig = field(default_factory=ClassifierTrainConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
+
+    def validate(self) -> None:
+        check(bool(self.output_dir.strip()), "output_dir", "must not be empty")

@@ -1,0 +1,63 @@
+"""Binary decision metrics (label 1 = refuse) and the decision-threshold choice."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+
+def binary_metrics(p_refuse, labels, threshold: float = 0.5) -> dict:
+    """accuracy, precision/recall/F1 of "refuse", AUROC (None if one class only), the
+    confusion matrix [[TN, FP], [FN, TP]] (rows = true comply/refuse) and the count."""
+    p = np.asarray(p_refuse, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    if len(y) == 0:
+        return {"n": 0}
+    pred = (p >= threshold).astype(np.int64)
+    tp = int(((pred == 1) & (y == 1)).sum())
+    tn = int(((pred == 0) & (y == 0)).sum())
+    fp = int(((pred == 1) & (y == 0)).sum())
+    fn = int(((pred == 0) & (y == 1)).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    auroc = float(roc_auc_score(y, p)) if len(set(y.tolist())) == 2 else None
+    return {
+        "n": int(len(y)),
+        "accuracy": (tp + tn) / len(y),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "auroc": auroc,
+        "confusion": [[tn, fp], [fn, tp]],
+        "threshold": threshold,
+    }
+
+
+def grouped_metrics(p_refuse, labels, is_pair, threshold: float = 0.5) -> dict:
+    """Metrics over all rows, over (prompt, response) pairs, and over prompt-only rows."""
+    p, y, pair = np.asarray(p_refuse), np.asarray(labels), np.asarray(is_pair, dtype=bool)
+    return {
+        "all": binary_metrics(p, y, threshold),
+        "pairs": binary_metrics(p[pair], y[pair], threshold),
+        "prompt_only": binary_metrics(p[~pair], y[~pair], threshold),
+    }
+
+
+def choose_threshold(p_refuse, labels, metric: str = "accuracy") -> float:
+    """The threshold in (0, 1) that maximises `metric` (accuracy or f1) on these rows;
+    among ties the one closest to 0.5, so a flat optimum does not drift to an edge."""
+    p = np.asarray(p_refuse, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    if len(p) == 0 or len(set(y.tolist())) < 2:
+        return 0.5
+    values = np.unique(p)
+    candidates = np.concatenate([[0.5], (values[:-1] + values[1:]) / 2]) if len(values) > 1 else np.array([0.5])
+    best, best_t = -math.inf, 0.5
+    for t in candidates:
+        score = binary_metrics(p, y, float(t))[metric]
+        if score > best + 1e-12 or (abs(score - best) <= 1e-12 and abs(t - 0.5) < abs(best_t - 0.5)):
+            best, best_t = score, float(t)
+    return best_t

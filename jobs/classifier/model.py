@@ -1,0 +1,155 @@
+"""Load, save and query a decision classifier.
+
+    clf = DecisionClassifier.load("runs/classifier")
+    clf.predict(["How do I make a bomb?"])                       # prompt only
+    clf.predict(["How do I make a bomb?"], ["I can't help with that."])  # (prompt, response)
+    # -> [Decision(p_refuse=0.98, decision='refuse')]
+
+A saved classifier is a Hugging Face folder (config, weights, tokenizer) plus meta.json
+with the training config, label map, decision threshold, metrics and data fingerprint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from jobs.data.records import LABEL_NAMES, REFUSE
+from jobs.errors import PresafeError
+
+META = "meta.json"
+
+
+@dataclass
+class Decision:
+    p_refuse: float
+    decision: str  # "refuse" | "comply"
+
+
+def load_backbone(name_or_path: str):
+    """(tokenizer, sequence-classification model with the refuse/comply head) from any
+    Hugging Face encoder; a fresh head is initialised when the folder has none."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from jobs.models.embedded import resolve_model
+
+    path = resolve_model(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=2, id2label=dict(LABEL_NAMES), label2id={v: k for k, v in LABEL_NAMES.items()}
+        )
+    except OSError as e:
+        raise PresafeError(f"model.backbone={name_or_path!r}: cannot load: {e}") from None
+    return tokenizer, model
+
+
+def encode(tokenizer, prompts: list[str], responses: list[str | None], max_length: int) -> list[list[int]]:
+    """Token ids per row: `[CLS] prompt [SEP] response [SEP]` for pairs, `[CLS] prompt [SEP]`
+    for prompt-only rows; the longer side of a pair is truncated first."""
+    out: list[list[int] | None] = [None] * len(prompts)
+    pair_idx = [i for i, r in enumerate(responses) if r is not None]
+    single_idx = [i for i, r in enumerate(responses) if r is None]
+    if pair_idx:
+        enc = tokenizer([prompts[i] for i in pair_idx], [responses[i] for i in pair_idx],
+                        truncation=True, max_length=max_length)
+        for i, ids in zip(pair_idx, enc["input_ids"]):
+            out[i] = ids
+    if single_idx:
+        enc = tokenizer([prompts[i] for i in single_idx], truncation=True, max_length=max_length)
+        for i, ids in zip(single_idx, enc["input_ids"]):
+            out[i] = ids
+    return out  # type: ignore[return-value]
+
+
+def pad_batch(rows: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded input_ids and attention_mask, both [batch, longest row]."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, : len(r)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+@torch.no_grad()
+def score(model, tokenizer, encoded: list[list[int]], batch_size: int = 64, device="cpu") -> list[float]:
+    """p_refuse per row. Rows are batched by length so padding stays small."""
+    model.eval()
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    probs = [0.0] * len(encoded)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        batch = {k: v.to(device) for k, v in pad_batch([encoded[i] for i in idx], tokenizer.pad_token_id).items()}
+        logits = model(**batch).logits.float()  # [batch, 2]
+        p = torch.softmax(logits, dim=-1)[:, REFUSE].tolist()
+        for i, v in zip(idx, p):
+            probs[i] = v
+    return probs
+
+
+class DecisionClassifier:
+    """A trained classifier plus its threshold: the API later stages and the service call."""
+
+    def __init__(self, model, tokenizer, meta: dict, device: str | None = None):
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = model.to(self.device).eval()
+        self.tokenizer = tokenizer
+        self.meta = meta
+        self.threshold = float(meta.get("threshold", 0.5))
+        self.max_length = int(meta.get("max_length", 256))
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | None = None) -> "DecisionClassifier":
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        path = Path(path)
+        meta_path = path / META
+        if not meta_path.is_file():
+            raise PresafeError(f"{path}: not a presafe classifier (no {META}); train one with `presafe classifier train`")
+        meta = json.loads(meta_path.read_text())
+        model = AutoModelForSequenceClassification.from_pretrained(path)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        return cls(model, tokenizer, meta, device)
+
+    def predict_proba(self, prompts: list[str], responses: list[str | None] | None = None,
+                      batch_size: int = 64) -> list[float]:
+        responses = list(responses) if responses is not None else [None] * len(prompts)
+        if len(responses) != len(prompts):
+            raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
+        # An empty response means "no response yet": the prompt-only decision.
+        responses = [r if (r is not None and r.strip()) else None for r in responses]
+        encoded = encode(self.tokenizer, list(prompts), responses, self.max_length)
+        return score(self.model, self.tokenizer, encoded, batch_size, self.device)
+
+    def predict(self, prompts: list[str], responses: list[str | None] | None = None,
+                batch_size: int = 64) -> list[Decision]:
+        probs = self.predict_proba(prompts, responses, batch_size)
+        return [Decision(p, "refuse" if p >= self.threshold else "comply") for p in probs]
+
+
+def save_classifier(model, tokenizer, meta: dict, path: Path) -> None:
+    """Write model, tokenizer and meta.json into `path` (an empty or new folder)."""
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    (path / META).write_text(json.dumps(meta, indent=2, default=str))
+
+
+def publish_dir(src: Path, dst: Path) -> None:
+    """Move a finished folder into place in one rename, so `dst` is never half-written."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    old = None
+    if dst.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old.", dir=dst.parent))
+        os.replace(dst, old / "x")
+    os.replace(src, dst)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

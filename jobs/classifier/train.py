@@ -1,0 +1,322 @@
+"""Train the decision classifier under Ray Train.
+
+    presafe classifier train --config jobs/configs/classifier_quickstart.yaml [key=value ...]
+
+Reads top to bottom: `load_splits` (data) -> `ClassifierTrainer` (plain torch: model,
+optimizer, `loss_step`, epochs, validation; testable without Ray) ->
+`train_loop_per_worker` (the Ray Train shell: one trainer per worker, a report per
+epoch, a checkpoint whenever validation improves) -> `train_classifier` (the driver:
+TorchTrainer, then export of the best checkpoint with test metrics, atomically).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from jobs.classifier.config import ClassifierDataConfig, ClassifierJobConfig
+from jobs.classifier.metrics import binary_metrics, choose_threshold, grouped_metrics
+from jobs.classifier.model import META, DecisionClassifier, encode, load_backbone, pad_batch, publish_dir, save_classifier, score
+from jobs.config import from_dict, to_dict
+from jobs.data.readers import read_examples
+from jobs.data.records import LABEL_NAMES, Example
+from jobs.data.splits import split_by_seed, split_by_value
+from jobs.errors import DataError, PresafeError
+
+
+@dataclass
+class ClassifierData:
+    train: list[Example]
+    validation: list[Example]
+    test: list[Example]
+
+
+def load_splits(cfg: ClassifierDataConfig) -> ClassifierData:
+    """Read every source and split: explicit validation/test sources win; otherwise a
+    held-out column value becomes the test set, and the rest is split by seed with rows
+    of the same prompt kept together."""
+    rows = [ex for src in cfg.sources for ex in read_examples(src)]
+    val = [ex for src in cfg.validation for ex in read_examples(src)]
+    test = [ex for src in cfg.test for ex in read_examples(src)]
+    if not cfg.prompt_only:
+        rows, val, test = ([e for e in part if e.is_pair] for part in (rows, val, test))
+    if cfg.holdout_column:
+        rows, held = split_by_value(rows, lambda e: str(e.meta.get(cfg.holdout_column, "")), cfg.holdout_value)
+        test = test + held
+    fractions = (
+        1 - (0 if val else cfg.val_fraction) - (0 if test else cfg.test_fraction),
+        0 if val else cfg.val_fraction,
+        0 if test else cfg.test_fraction,
+    )
+    train, v, t = split_by_seed(rows, fractions, cfg.seed, group=lambda e: e.group)
+    data = ClassifierData(train, val or v, test or t)
+    if not data.train:
+        raise DataError("no training rows after splitting (check data.sources and the split fractions)")
+    if len({e.label for e in data.train}) < 2:
+        raise DataError("the training rows hold only one label; a decision classifier needs both refuse and comply rows")
+    if not data.validation:
+        raise DataError("no validation rows: raise data.val_fraction or give data.validation sources")
+    return data
+
+
+def fingerprint(examples: list[Example]) -> str:
+    """sha256 of the training rows (text and label), recorded in meta.json."""
+    h = hashlib.sha256()
+    for e in examples:
+        h.update(json.dumps([e.prompt, e.response, e.label]).encode())
+    return h.hexdigest()
+
+
+class ClassifierTrainer:
+    """One worker's model, optimizer and loop. Plain torch: no Ray in here."""
+
+    def __init__(self, cfg: ClassifierJobConfig, train: list[Example], validation: list[Example],
+                 rank: int = 0, world_size: int = 1, device: str | None = None, show_progress: bool = True):
+        self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        self.device = torch.device(device or ("cuda" if cfg.scale.use_gpu and torch.cuda.is_available() else "cpu"))
+        torch.manual_seed(cfg.train.seed)
+        self.tokenizer, model = load_backbone(cfg.model.backbone)
+        self.model = model.to(self.device)
+        self.show_progress = show_progress and rank == 0
+        self.train_rows = encode(self.tokenizer, [e.prompt for e in train], [e.response for e in train], cfg.model.max_length)
+        self.train_labels = [e.label for e in train]
+        self.val = validation
+        self.val_rows = encode(self.tokenizer, [e.prompt for e in validation], [e.response for e in validation],
+                               cfg.model.max_length)
+        self.steps_per_epoch = max(1, len(self.train_rows) // (cfg.train.batch_size * world_size))
+        total = self.steps_per_epoch * cfg.train.epochs
+        warmup = int(cfg.train.warmup_ratio * total)
+        no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight")
+        groups = [
+            {"params": [p for n, p in self.model.named_parameters() if not n.endswith(no_decay)],
+             "weight_decay": cfg.train.weight_decay},
+            {"params": [p for n, p in self.model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
+        ]
+        self.optimizer = torch.optim.AdamW(groups, lr=cfg.train.learning_rate)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: min(1.0, (s + 1) / max(1, warmup)) * max(0.0, (total - s) / max(1, total - warmup))
+            if s >= warmup else (s + 1) / max(1, warmup)
+        )
+        self.engine = None
+        self.ddp = None
+        if cfg.scale.deepspeed is not None:
+            self._init_deepspeed()
+        elif world_size > 1:
+            self.ddp = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+
+    def _init_deepspeed(self) -> None:
+        import deepspeed
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            # In-process runs (num_workers=0) still need a process group for DeepSpeed.
+            os.environ.update({"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0",
+                               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())})
+            dist.init_process_group("gloo", rank=0, world_size=1)
+        ds = dict(self.cfg.scale.deepspeed)
+        ds.setdefault("train_micro_batch_size_per_gpu", self.cfg.train.batch_size)
+        ds.setdefault("gradient_accumulation_steps", 1)
+        ds.setdefault("gradient_clipping", self.cfg.train.grad_clip)
+        ds.setdefault("train_batch_size", ds["train_micro_batch_size_per_gpu"] * ds["gradient_accumulation_steps"]
+                      * self.world_size)
+        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=self.model, optimizer=self.optimizer, lr_scheduler=self.scheduler, config=ds
+        )
+
+    @property
+    def module(self):
+        """The bare Hugging Face model (for validation and saving)."""
+        return self.model
+
+    def loss_step(self, rows: list[list[int]], labels: list[int]) -> torch.Tensor:
+        """Mean cross-entropy over the batch of token rows (forward + loss)."""
+        batch = {k: v.to(self.device) for k, v in pad_batch(rows, self.tokenizer.pad_token_id).items()}
+        forward = self.engine or self.ddp or self.model
+        logits = forward(**batch).logits.float()  # [batch, 2]
+        return F.cross_entropy(logits, torch.tensor(labels, device=self.device))
+
+    def _batches(self, epoch: int):
+        # Same permutation on every rank (seeded by epoch), then a strided shard; every
+        # rank gets the same number of batches so collective ops never wait forever.
+        g = torch.Generator().manual_seed(self.cfg.train.seed * 1000 + epoch)
+        perm = torch.randperm(len(self.train_rows), generator=g).tolist()
+        shard = perm[self.rank :: self.world_size]
+        bs = self.cfg.train.batch_size
+        for step in range(self.steps_per_epoch):
+            idx = shard[step * bs : (step + 1) * bs]
+            if idx:
+                yield [self.train_rows[i] for i in idx], [self.train_labels[i] for i in idx]
+
+    def train_epoch(self, epoch: int) -> dict:
+        self.model.train()
+        losses, seen, start = [], 0, time.perf_counter()
+        bar = tqdm(self._batches(epoch), total=self.steps_per_epoch, desc=f"classifier epoch {epoch}/{self.cfg.train.epochs}",
+                   disable=not self.show_progress, file=sys.stderr, mininterval=1.0, dynamic_ncols=True)
+        for rows, labels in bar:
+            loss = self.loss_step(rows, labels)
+            if self.engine is not None:
+                self.engine.backward(loss)
+                self.engine.step()
+            else:
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
+                self.optimizer.step()
+                self.scheduler.step()
+            losses.append(loss.item())
+            seen += len(rows)
+            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}")
+        bar.close()
+        elapsed = time.perf_counter() - start
+        return {"train_loss": sum(losses) / max(1, len(losses)), "train_rows_per_s": seen * self.world_size / max(elapsed, 1e-9)}
+
+    def validate(self) -> tuple[dict, float, list[float]]:
+        """(metrics by row kind at the chosen threshold, threshold, p_refuse per row)."""
+        probs = score(self.module, self.tokenizer, self.val_rows, self.cfg.train.eval_batch_size, self.device)
+        labels = [e.label for e in self.val]
+        threshold = choose_threshold(probs, labels, self.cfg.train.threshold_metric)
+        metrics = grouped_metrics(probs, labels, [e.is_pair for e in self.val], threshold)
+        eps = 1e-6
+        metrics["all"]["loss"] = -sum(math.log(max(p if y else 1 - p, eps)) for p, y in zip(probs, labels)) / len(labels)
+        return metrics, threshold, probs
+
+    def save(self, path: Path, meta: dict) -> None:
+        save_classifier(self.module, self.tokenizer, meta, path)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _better(metrics: dict, best: float | None, key: str) -> tuple[bool, float]:
+    value = metrics["all"].get(key)
+    value = -1.0 if value is None else float(value)
+    return (best is None or value > best), value
+
+
+def train_loop_per_worker(args: dict) -> dict | None:
+    """Ray Train entry point: every rank trains; rank 0 validates, keeps the best epoch as
+    the latest reported checkpoint. Every rank reports once per epoch."""
+    import ray.train
+
+    cfg = from_dict(ClassifierJobConfig, args["config"])
+    data: ClassifierData = args["data"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    trainer = ClassifierTrainer(cfg, data.train, data.validation, rank, world)
+    scratch = Path(args["scratch_dir"])
+    best, history = None, []
+    for epoch in range(1, cfg.train.epochs + 1):
+        stats = trainer.train_epoch(epoch)
+        report = {"epoch": epoch, **stats}
+        checkpoint = None
+        if rank == 0:
+            metrics, threshold, _ = trainer.validate()
+            improved, value = _better(metrics, best, cfg.train.select_metric)
+            report.update({f"val_{k}": v for k, v in metrics["all"].items() if isinstance(v, (int, float))})
+            report["val_pairs_accuracy"] = metrics["pairs"].get("accuracy")
+            report["val_prompt_only_accuracy"] = metrics["prompt_only"].get("accuracy")
+            history.append({"epoch": epoch, **stats, "validation": metrics})
+            print(f"[classifier] epoch {epoch}: train_loss={stats['train_loss']:.4f} "
+                  f"val_{cfg.train.select_metric}={value:.4f} val_accuracy={metrics['all']['accuracy']:.4f} "
+                  f"threshold={threshold:.3f}{' (best)' if improved else ''}", flush=True)
+            if improved:
+                best = value
+                meta = {
+                    "presafe": "classifier",
+                    "backbone": cfg.model.backbone,
+                    "max_length": cfg.model.max_length,
+                    "label_map": {str(k): v for k, v in LABEL_NAMES.items()},
+                    "threshold": threshold,
+                    "epoch": epoch,
+                    "select_metric": cfg.train.select_metric,
+                    "metrics": {"validation": metrics},
+                    "history": history,
+                    "data": {"fingerprint": fingerprint(data.train), "train_rows": len(data.train),
+                             "validation_rows": len(data.validation), "test_rows": len(data.test)},
+                    "config": to_dict(cfg),
+                }
+                path = Path(tempfile.mkdtemp(prefix=f"epoch{epoch}.", dir=scratch))
+                trainer.save(path, meta)
+                checkpoint = ray.train.Checkpoint.from_directory(str(path))
+        ray.train.report(report, checkpoint=checkpoint)
+    return {"best": best}
+
+
+def train_classifier(cfg: ClassifierJobConfig) -> Path:
+    """Run the job and publish `<output_dir>` with the best epoch's model and meta.json
+    (validation and test metrics). Returns the output folder."""
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    output = Path(cfg.output_dir).resolve()
+    data = load_splits(cfg.data)
+    print(f"[classifier] rows: train={len(data.train)} validation={len(data.validation)} test={len(data.test)} "
+          f"backbone={cfg.model.backbone} workers={cfg.scale.num_workers}", flush=True)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.work.", dir=output.parent))
+    try:
+        if cfg.scale.num_workers > 0:
+            import ray
+
+            if not ray.is_initialized():
+                ray.init(log_to_driver=True)
+        backend = cfg.scale.backend if cfg.scale.backend != "auto" else ("nccl" if cfg.scale.use_gpu else "gloo")
+        storage = cfg.scale.storage_path or str(output.parent / ".ray_results")
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={"config": to_dict(cfg), "data": data, "scratch_dir": str(scratch)},
+            scaling_config=ScalingConfig(
+                num_workers=cfg.scale.num_workers, use_gpu=cfg.scale.use_gpu,
+                resources_per_worker={"CPU": cfg.scale.cpus_per_worker} if cfg.scale.num_workers else None,
+            ),
+            torch_config=TorchConfig(backend=backend),
+            run_config=RunConfig(name=f"classifier-{output.name}-{int(time.time())}", storage_path=storage,
+                                 checkpoint_config=CheckpointConfig(num_to_keep=1)),
+        )
+        result = trainer.fit()
+        if result.checkpoint is None:
+            raise PresafeError("training finished without a checkpoint (no epoch produced a validation score)")
+        staged = scratch / "final"
+        with result.checkpoint.as_directory() as d:
+            shutil.copytree(d, staged)
+        meta = json.loads((staged / META).read_text())
+        if data.test:
+            clf = DecisionClassifier.load(staged)
+            probs = clf.predict_proba([e.prompt for e in data.test], [e.response for e in data.test])
+            meta["metrics"]["test"] = grouped_metrics(probs, [e.label for e in data.test],
+                                                      [e.is_pair for e in data.test], clf.threshold)
+        (staged / META).write_text(json.dumps(meta, indent=2, default=str))
+        publish_dir(staged, output)
+        return output
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def evaluate_classifier(model_dir: str | Path, examples: list[Example], batch_size: int = 64) -> dict:
+    """Metrics of a saved classifier on labelled rows, at its saved threshold, for all rows,
+    pairs and prompt-only rows (plus threshold-free AUROC in each)."""
+    clf = DecisionClassifier.load(model_dir)
+    probs = clf.predict_proba([e.prompt for e in examples], [e.response for e in examples], batch_size)
+    return grouped_metrics(probs, [e.label for e in examples], [e.is_pair for e in examples], clf.threshold)
+
+
+__all__ = ["ClassifierData", "ClassifierTrainer", "load_splits", "train_classifier", "evaluate_classifier",
+           "train_loop_per_worker", "binary_metrics"]

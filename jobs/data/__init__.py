@@ -1,0 +1,1 @@
+"""Data: file loaders with column mapping, named readers for public sets, splits."""

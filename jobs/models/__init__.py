@@ -1,0 +1,1 @@
+"""Model loading: the embedded offline models and name resolution."""
