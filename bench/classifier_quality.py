@@ -78,7 +78,7 @@ def main() -> int:
         base = binary_metrics([string_match_refuses(e.response) for e in test], [e.label for e in test], 0.5)
         rows.append({"held_out_model": held, "n": m["n"], "accuracy": m["accuracy"], "f1": m["f1"], "auroc": m["auroc"],
                      "string_match_accuracy": base["accuracy"], "string_match_f1": base["f1"], "train_seconds": train_s})
-    result = {"data": str(XSTEST), "config": "ClassifierJobConfig defaults (embedded MiniLM, 3 epochs, max_length 256)",
+    result = {"data": str(XSTEST), "config": "ClassifierJobConfig defaults (embedded MiniLM, 3 epochs, max_length 128)",
               "folds": rows,
               "mean_accuracy": sum(r["accuracy"] for r in rows) / len(rows),
               "mean_string_match_accuracy": sum(r["string_match_accuracy"] for r in rows) / len(rows),

@@ -95,6 +95,12 @@ def _apply_override(data: dict, item: str, source: str) -> None:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str):
+        # YAML 1.1 reads "1e-4" as a string; users mean a number.
+        try:
+            value = float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "infinity") else value
+        except ValueError:
+            pass
     parts = key.strip().split(".")
     node = data
     for part in parts[:-1]:
@@ -129,9 +135,9 @@ def _convert(tp, value, key: str, source: str, lines: dict[str, int]):
                 return _convert(arg, value, key, source, lines)
             except ConfigError as e:
                 errors.append(str(e))
-        raise errors[0] if len(errors) == 1 else ConfigError(
-            f"{where}: {label}: expected {_type_name(tp)}, got {value!r}"
-        )
+        if len(errors) == 1:
+            raise ConfigError(errors[0])
+        raise ConfigError(f"{where}: {label}: expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:
@@ -159,6 +165,8 @@ def _convert(tp, value, key: str, source: str, lines: dict[str, int]):
             raise ConfigError(f"{where}: {label}: expected a list, got {type(value).__name__} {value!r}")
         (item_tp, *_) = typing.get_args(tp) or (Any,)
         return [_convert(item_tp, v, f"{key}[{i}]", source, lines) for i, v in enumerate(value)]
+    if tp is dict:
+        tp, origin = dict[str, Any], dict
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: {label}: expected a mapping, got {type(value).__name__} {value!r}")

@@ -205,10 +205,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _better(metrics: dict, best: float | None, key: str) -> tuple[bool, float]:
+def _better(metrics: dict, best: tuple | None, key: str) -> tuple[bool, tuple]:
+    """Compare epochs by (select metric, -validation loss): AUROC often saturates at 1.0 on
+    easy validation sets, and then the better-calibrated later epoch should win."""
     value = metrics["all"].get(key)
-    value = -1.0 if value is None else float(value)
-    return (best is None or value > best), value
+    score = (-1.0 if value is None else float(value), -metrics["all"]["loss"])
+    return (best is None or score > best), score
 
 
 def train_loop_per_worker(args: dict) -> dict | None:
@@ -222,7 +224,7 @@ def train_loop_per_worker(args: dict) -> dict | None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     trainer = ClassifierTrainer(cfg, data.train, data.validation, rank, world)
     scratch = Path(args["scratch_dir"])
-    best, history = None, []
+    best, best_dir, history = None, None, []
     for epoch in range(1, cfg.train.epochs + 1):
         stats = trainer.train_epoch(epoch)
         report = {"epoch": epoch, **stats}
@@ -235,12 +237,13 @@ def train_loop_per_worker(args: dict) -> dict | None:
             report["val_prompt_only_accuracy"] = metrics["prompt_only"].get("accuracy")
             history.append({"epoch": epoch, **stats, "validation": metrics})
             print(f"[classifier] epoch {epoch}: train_loss={stats['train_loss']:.4f} "
-                  f"val_{cfg.train.select_metric}={value:.4f} val_accuracy={metrics['all']['accuracy']:.4f} "
+                  f"val_{cfg.train.select_metric}={value[0]:.4f} val_loss={-value[1]:.4f} val_accuracy={metrics['all']['accuracy']:.4f} "
                   f"threshold={threshold:.3f}{' (best)' if improved else ''}", flush=True)
             if improved:
                 best = value
                 meta = {
                     "presafe": "classifier",
+                    "world_size": world,
                     "backbone": cfg.model.backbone,
                     "max_length": cfg.model.max_length,
                     "label_map": {str(k): v for k, v in LABEL_NAMES.items()},
@@ -255,9 +258,12 @@ def train_loop_per_worker(args: dict) -> dict | None:
                 }
                 path = Path(tempfile.mkdtemp(prefix=f"epoch{epoch}.", dir=scratch))
                 trainer.save(path, meta)
-                checkpoint = ray.train.Checkpoint.from_directory(str(path))
+                best_dir = str(path)
+                checkpoint = ray.train.Checkpoint.from_directory(best_dir)
         ray.train.report(report, checkpoint=checkpoint)
-    return {"best": best}
+    # Local mode (num_workers=0) keeps only the last report's checkpoint, which may be
+    # None; the driver then reads the best folder from this return value.
+    return {"best_dir": best_dir}
 
 
 def train_classifier(cfg: ClassifierJobConfig) -> Path:
@@ -292,6 +298,10 @@ def train_classifier(cfg: ClassifierJobConfig) -> Path:
                                  checkpoint_config=CheckpointConfig(num_to_keep=1)),
         )
         result = trainer.fit()
+        if cfg.scale.num_workers == 0 and (result.return_value or {}).get("best_dir"):
+            from ray.train import Checkpoint
+
+            result.checkpoint = Checkpoint.from_directory(result.return_value["best_dir"])
         if result.checkpoint is None:
             raise PresafeError("training finished without a checkpoint (no epoch produced a validation score)")
         staged = scratch / "final"
