@@ -4,6 +4,7 @@
     presafe classifier train --config jobs/configs/classifier_quickstart.yaml [key=value ...]
     presafe classifier eval --model runs/quickstart/classifier --data rows.csv [--format xstest]
     presafe classifier predict --model DIR --prompt "..." [--response "..."]
+    presafe stage decide|signals|targets|align --config jobs/configs/smoke.yaml [key=value ...]
 
 User errors (bad config, malformed data, missing model) print one line naming the file,
 key or line and exit with status 2; no traceback.
@@ -17,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from jobs.errors import PresafeError
+from jobs.errors import ConfigError, PresafeError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,10 +44,22 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--prompt", required=True)
     pr.add_argument("--response", default=None)
 
-    args = parser.parse_args(argv)
+    stage = sub.add_parser("stage", help="run one stage of the method by hand")
+    stage.add_argument("name", choices=["decide", "signals", "targets", "align"])
+    stage.add_argument("--config", required=True, help="pipeline YAML (see jobs/configs/)")
+    stage.add_argument("overrides", nargs="*", help="key=value overrides, e.g. align.aux.weight=0")
+
+    # key=value overrides may come before or after --config: collect the leftovers.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if not hasattr(args, "overrides") or any(x.startswith("-") for x in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = list(args.overrides) + extra
     try:
         if args.command == "models":
             return _models(args)
+        if args.command == "stage":
+            return _stage(args)
         if args.command == "classifier":
             return {"train": _classifier_train, "eval": _classifier_eval, "predict": _classifier_predict}[args.action](args)
     except PresafeError as e:
@@ -66,6 +79,30 @@ def _models(args) -> int:
         state = "ready" if m.ready else "missing"
         print(f"{m.name:34} {state:8} {m.kind:36} {m.path or '-'}  ({m.note})")
     return 0 if all(m.ready for m in rows) or args.action == "list" else 1
+
+
+def _stage(args) -> int:
+    from jobs.align.model import check_against_model
+    from jobs.config import load_config
+    from jobs.pipeline_config import PipelineConfig
+
+    cfg = load_config(PipelineConfig, args.config, args.overrides)
+    # Model-dependent checks (LoRA targets, aux layers) fail here, before any work.
+    try:
+        check_against_model(cfg.align, cfg.model)
+    except ConfigError as e:
+        raise ConfigError(f"{args.config}: {e} (model {cfg.model})") from None
+    if args.name == "decide":
+        from jobs.stages.decide import run_decide as run
+    elif args.name == "signals":
+        from jobs.stages.signals import run_signals as run
+    elif args.name == "targets":
+        from jobs.stages.targets import run_targets as run
+    else:
+        from jobs.align.train import run_align as run
+    out = run(cfg)
+    print(f"{args.name}: wrote {out}")
+    return 0
 
 
 def _classifier_train(args) -> int:

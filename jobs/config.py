@@ -41,6 +41,8 @@ def load_config(cls: type, path: str | Path | None = None, overrides: list[str] 
         _collect_lines(node, "", lines)
     for item in overrides or []:
         _apply_override(data, item, source)
+        # An overridden value no longer comes from the file's line: say so instead.
+        lines[item.split("=", 1)[0].strip()] = 0
     return from_dict(cls, data, source=source, lines=lines)
 
 
@@ -71,6 +73,8 @@ class _FieldError(Exception):
 
 def _where(source: str, key: str, lines: dict[str, int]) -> str:
     line = lines.get(key)
+    if line == 0:
+        return f"{source} (key=value override)"
     return f"{source}:{line}" if line else source
 
 

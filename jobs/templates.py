@@ -159,3 +159,15 @@ def _common_prefix(a: str, b: str) -> str:
     while n < min(len(a), len(b)) and a[n] == b[n]:
         n += 1
     return a[:n]
+
+
+def cot_completion(on_text: str, thinking: str, answer: str, cfg: TemplateConfig | None = None) -> str:
+    """The assistant text that follows a CoT-ON prompt `on_text`: a think block holding
+    `thinking`, then the final `answer`. Empty thinking gives the empty think block
+    (``<think>\\n\\n</think>\\n\\n``): the decision made before any CoT."""
+    cfg = cfg or TemplateConfig()
+    opened = on_text.endswith(cfg.think_open + "\n")
+    head = "" if opened else cfg.think_open + "\n"
+    if thinking.strip():
+        return f"{head}{thinking.strip()}\n{cfg.think_close}\n\n{answer.strip()}"
+    return f"{head}\n{cfg.think_close}\n\n{answer.strip()}"

@@ -53,3 +53,23 @@ def ray_cluster():
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_factory(tmp_path_factory):
+    """tiny_lm_factory(family) -> folder of a tiny random causal LM (cached per family)."""
+    from tests.tiny_models import build_tiny_lm
+
+    cache: dict[str, str] = {}
+
+    def make(family: str = "generic") -> str:
+        if family not in cache:
+            cache[family] = str(build_tiny_lm(tmp_path_factory.mktemp(f"tiny_{family}"), family))
+        return cache[family]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tiny_lm_factory) -> str:
+    return tiny_lm_factory("generic")

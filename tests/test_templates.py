@@ -2,41 +2,17 @@
 tokenizer carrying each family's chat template (written here, in the fixture)."""
 
 import pytest
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
 from jobs.errors import ConfigError
 from jobs.templates import TemplateConfig, detect_family, render_prompt, split_thinking
 
-SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>",
-            "<｜begin▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>", "<｜end▁of▁sentence｜>"]
-
-# DeepSeek-R1-distill style (the current template opens the think block itself).
-R1_NEW = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] }}"
-          "{% elif m['role'] == 'user' %}{{ '<｜User｜>' + m['content'] }}"
-          "{% elif m['role'] == 'assistant' %}{{ '<｜Assistant｜>' + m['content'] + '<｜end▁of▁sentence｜>' }}"
-          "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<｜Assistant｜><think>\\n' }}{% endif %}")
-# The first R1 release: the generation prompt stops at the assistant tag.
-R1_OLD = R1_NEW.replace("<｜Assistant｜><think>\\n' }}{% endif %}", "<｜Assistant｜>' }}{% endif %}")
-# Qwen3's enable_thinking switch, reduced to what matters here.
-QWEN3 = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
-         "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
-         "{% if enable_thinking is defined and enable_thinking is false %}{{ '<think>\\n\\n</think>\\n\\n' }}{% endif %}"
-         "{% endif %}")
-# A model with no thinking mode (SmolLM2-style ChatML).
-GENERIC = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
-           "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+from tests.tiny_models import GENERIC, QWEN3, R1_NEW, R1_OLD, SPECIALS, train_bpe
 
 
 @pytest.fixture(scope="module")
 def base_tokenizer():
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    corpus = ["Hi there, how are you?", "What is 2 + 3?\n\nThe answer is 5.", "user\nassistant\nsystem\n"] * 20
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=SPECIALS,
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    return tok
+    return train_bpe(300)
 
 
 def make(base, template):

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from jobs.config import check
 from jobs.data.readers import DataSource
+from jobs.scale import ScaleConfig
 
 
 @dataclass
@@ -77,33 +78,6 @@ class ClassifierTrainConfig:
 
 
 @dataclass
-class ScaleConfig:
-    """How Ray Train runs the job."""
-
-    num_workers: int = 0
-    """0 = in-process (local mode, no Ray cluster needed); N = N Ray Train workers."""
-    use_gpu: bool = False
-    cpus_per_worker: float = 1.0
-    backend: str = "auto"
-    """Process-group backend: auto (nccl on GPU, gloo on CPU), gloo or nccl."""
-    deepspeed: dict | None = None
-    """Optional DeepSpeed config (dict as in a ds_config.json). The classifier supports ZeRO
-    stages 0-2; a 22M-parameter encoder has nothing to gain from stage 3."""
-    storage_path: str | None = None
-    """Where Ray Train keeps checkpoints (local dir or s3://); default <output_dir>.ray."""
-
-    def validate(self) -> None:
-        check(self.num_workers >= 0, "num_workers", "must be >= 0")
-        check(self.cpus_per_worker >= 0, "cpus_per_worker", "must be >= 0")
-        check(self.backend in ("auto", "gloo", "nccl"), "backend", "must be auto, gloo or nccl")
-        check(not (self.backend == "nccl" and not self.use_gpu), "backend", "nccl needs use_gpu: true")
-        if self.deepspeed is not None:
-            stage = (self.deepspeed.get("zero_optimization") or {}).get("stage", 0)
-            check(stage in (0, 1, 2), "deepspeed.zero_optimization.stage",
-                  f"the classifier supports ZeRO stages 0-2, got {stage!r}")
-
-
-@dataclass
 class ClassifierJobConfig:
     """Train the safety-decision classifier and save it as a Hugging Face folder + meta.json."""
 
@@ -115,3 +89,6 @@ class ClassifierJobConfig:
 
     def validate(self) -> None:
         check(bool(self.output_dir.strip()), "output_dir", "must not be empty")
+        # A 22M-parameter encoder has nothing to gain from partitioned parameters.
+        check(self.scale.zero_stage <= 2, "scale.deepspeed.zero_optimization.stage",
+              f"the classifier supports ZeRO stages 0-2, got {self.scale.zero_stage}")

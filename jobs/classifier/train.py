@@ -284,7 +284,6 @@ def train_classifier(cfg: ClassifierJobConfig) -> Path:
 
             if not ray.is_initialized():
                 ray.init(log_to_driver=True)
-        backend = cfg.scale.backend if cfg.scale.backend != "auto" else ("nccl" if cfg.scale.use_gpu else "gloo")
         storage = cfg.scale.storage_path or str(output.parent / ".ray_results")
         trainer = TorchTrainer(
             train_loop_per_worker,
@@ -293,7 +292,7 @@ def train_classifier(cfg: ClassifierJobConfig) -> Path:
                 num_workers=cfg.scale.num_workers, use_gpu=cfg.scale.use_gpu,
                 resources_per_worker={"CPU": cfg.scale.cpus_per_worker} if cfg.scale.num_workers else None,
             ),
-            torch_config=TorchConfig(backend=backend),
+            torch_config=TorchConfig(backend=cfg.scale.resolved_backend),
             run_config=RunConfig(name=f"classifier-{output.name}-{int(time.time())}", storage_path=storage,
                                  checkpoint_config=CheckpointConfig(num_to_keep=1)),
         )

@@ -91,14 +91,16 @@ def read_prompts(src: DataSource) -> list[PromptRecord]:
     elif fmt == "gsm8k":
         rows = _rows(src, "jsonl", ["question", "answer"])
         out = [
-            PromptRecord(r.get("question"), False, "gsm8k", reference=gsm8k_answer(r.get("answer"), r.where), id=f"gsm8k-{i}")
+            PromptRecord(r.get("question"), False, "gsm8k", reference=gsm8k_answer(r.get("answer"), r.where),
+                         id=f"gsm8k-{i}", solution=r.get("answer").split("####")[0].strip())
             for i, r in enumerate(rows)
         ]
     elif fmt == "math500":
         rows = _rows(src, "jsonl", ["problem", "answer"])
         out = [
             PromptRecord(r.get("problem"), False, "math500", category=str(r.fields.get("subject", "")),
-                         reference=str(r.get("answer")), id=str(r.fields.get("unique_id") or f"math500-{i}"))
+                         reference=str(r.get("answer")), id=str(r.fields.get("unique_id") or f"math500-{i}"),
+                         solution=r.fields.get("solution"))
             for i, r in enumerate(rows)
         ]
     elif fmt in ("xstest", "builtin"):

@@ -30,6 +30,7 @@ class PromptRecord:
     category: str = ""
     reference: str | None = None  # checkable answer (GSM8K number, MATH-500 answer)
     id: str = ""
+    solution: str | None = None  # worked solution where the set has one (GSM8K, MATH-500)
 
 
 @dataclass

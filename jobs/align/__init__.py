@@ -1,0 +1,1 @@
+"""LRM alignment: LoRA + the pre-CoT auxiliary decision loss, under Ray Train + DeepSpeed."""

@@ -1,0 +1,92 @@
+"""Alignment rows -> token tensors: prompt (CoT-ON generation prompt) + target, labels on
+the target tokens only, t* and the decision signal per row."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from jobs.align.losses import IGNORE
+from jobs.errors import DataError
+from jobs.templates import TemplateConfig, render_prompt
+
+
+@dataclass
+class AlignRow:
+    """One line of targets.jsonl."""
+
+    prompt: str
+    completion: str
+    """Assistant text after the CoT-ON generation prompt (think block + answer)."""
+    signal: float
+    """p_refuse of the safe model's answer (soft signal)."""
+    decision: str
+    """refuse | comply, by tau."""
+    source: str = ""
+    origin: str = ""
+    """safe_refusal | self | reference."""
+
+
+@dataclass
+class AlignExample:
+    input_ids: list[int]
+    labels: list[int]
+    t_star: int
+    signal: float
+
+
+def read_rows(path: str | Path) -> list[AlignRow]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: targets file not found (run the targets stage first)")
+    rows = []
+    with path.open(encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                rows.append(AlignRow(**{k: rec[k] for k in AlignRow.__dataclass_fields__ if k in rec}))
+            except (json.JSONDecodeError, TypeError) as e:
+                raise DataError(f"{path}:{i}: not a targets row: {e}") from None
+    if not rows:
+        raise DataError(f"{path}: no targets rows")
+    return rows
+
+
+def build_example(tokenizer, row: AlignRow, template: TemplateConfig, max_length: int, hard: bool) -> AlignExample | None:
+    """Tokens of prompt + completion + eos, labels masked (IGNORE) on the prompt. Returns
+    None when the prompt alone leaves no room for a target within max_length."""
+    rendered = render_prompt(tokenizer, row.prompt, cot=True, cfg=template)
+    prompt_ids = rendered.input_ids
+    target_ids = tokenizer(row.completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    room = max_length - len(prompt_ids)
+    if room < 8:
+        return None
+    target_ids = target_ids[:room]
+    signal = float(row.decision == "refuse") if hard else float(row.signal)
+    return AlignExample(prompt_ids + target_ids, [IGNORE] * len(prompt_ids) + target_ids, rendered.t_star, signal)
+
+
+def collate(examples: list[AlignExample], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded batch: input_ids/attention_mask/labels [B, T], t_star/signal [B].
+    Right padding leaves t* where the prompt put it."""
+    width = max(len(e.input_ids) for e in examples)
+    n = len(examples)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    labels = torch.full((n, width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((n, width), dtype=torch.long)
+    for i, e in enumerate(examples):
+        ids[i, : len(e.input_ids)] = torch.tensor(e.input_ids)
+        labels[i, : len(e.labels)] = torch.tensor(e.labels)
+        mask[i, : len(e.input_ids)] = 1
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "labels": labels,
+        "t_star": torch.tensor([e.t_star for e in examples], dtype=torch.long),
+        "signal": torch.tensor([e.signal for e in examples], dtype=torch.float32),
+    }

@@ -1,0 +1,53 @@
+"""The alignment losses: pure functions of tensors and masks.
+
+    L = L_LM(targets) + lambda * BCE(head(h_l at t*), s)
+
+Shapes: B = batch, T = sequence, H = hidden size, V = vocabulary, N = number of target
+tokens in the batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE = -100
+
+
+def shifted_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positions [B, T] bool, next-token ids [N]): position t predicts labels[t + 1];
+    positions whose next label is IGNORE (prompt, padding) are dropped."""
+    nxt = torch.full_like(labels, IGNORE)
+    nxt[:, :-1] = labels[:, 1:]
+    mask = nxt != IGNORE
+    return mask, nxt[mask]
+
+
+def lm_loss(token_logits: torch.Tensor, token_targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the N target tokens of the batch (a token-level mean, as
+    in SFT). token_logits: [N, V]; token_targets: [N]."""
+    if token_targets.numel() == 0:
+        return token_logits.sum() * 0.0
+    return F.cross_entropy(token_logits.float(), token_targets)
+
+
+def gather_pre_cot(hidden_states: tuple[torch.Tensor, ...], layers: list[int], t_star: torch.Tensor) -> torch.Tensor:
+    """Mean over `layers` of the hidden state at t* per row: [B, H].
+    hidden_states: per layer [B, T, H] (index 0 = embeddings, i = after layer i);
+    t_star: [B] positions."""
+    rows = torch.arange(t_star.shape[0], device=t_star.device)
+    picked = [hidden_states[layer][rows, t_star] for layer in layers]  # each [B, H]
+    return torch.stack(picked, 0).mean(0)
+
+
+def decision_loss(head_logits: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy between head logits [B] and decision signals [B] in
+    [0, 1] (soft p_refuse or hard 0/1)."""
+    return F.binary_cross_entropy_with_logits(head_logits.float(), signal.float())
+
+
+def total_loss(lm: torch.Tensor, aux: torch.Tensor | None, weight: float) -> torch.Tensor:
+    """lm + weight * aux. weight 0 (or no aux) is exactly the plain SFT loss."""
+    if weight == 0 or aux is None:
+        return lm
+    return lm + weight * aux

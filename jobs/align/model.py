@@ -1,0 +1,93 @@
+"""The LRM with LoRA adapters and the pre-CoT decision head, in one module so DeepSpeed
+wraps (and ZeRO-3 partitions) them together.
+
+`PreCoTModel.forward` is the method's loss step: decoder forward, LM loss on target tokens
+only (the vocabulary projection runs on those rows alone), the head on the hidden state
+at t*, and L = L_LM + lambda * BCE.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from jobs.align.losses import decision_loss, gather_pre_cot, lm_loss, shifted_targets, total_loss
+from jobs.errors import ConfigError
+from jobs.pipeline_config import AlignConfig, LoraSettings
+
+
+def model_shape(name_or_path: str) -> tuple[int, set[str]]:
+    """(number of decoder layers, names of the model's Linear modules) without loading
+    weights: the architecture is built on the meta device."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from jobs.models.embedded import resolve_model
+
+    config = AutoConfig.from_pretrained(resolve_model(name_or_path))
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config)
+    linear = {name.rsplit(".", 1)[-1] for name, m in skeleton.named_modules() if isinstance(m, nn.Linear)}
+    return config.num_hidden_layers, linear
+
+
+def check_against_model(align: AlignConfig, name_or_path: str, key: str = "align") -> list[int]:
+    """Fail before any work when LoRA targets or aux layers do not fit the model; returns
+    the resolved hidden-state layer indices (1..L)."""
+    n_layers, linear = model_shape(name_or_path)
+    unknown = [m for m in align.lora.target_modules if m not in linear]
+    if unknown:
+        raise ConfigError(f"{key}.lora.target_modules: {unknown} not in the model; its linear modules are {sorted(linear)}")
+    return resolve_layers(align.aux.layers, n_layers, key)
+
+
+def resolve_layers(layers: list[int], n_layers: int, key: str = "align") -> list[int]:
+    if not layers:
+        return [max(1, round(0.75 * n_layers))]
+    out = []
+    for layer in layers:
+        idx = layer if layer > 0 else n_layers + 1 + layer
+        if not 1 <= idx <= n_layers:
+            raise ConfigError(f"{key}.aux.layers: layer {layer} is out of range for a {n_layers}-layer model "
+                              f"(use 1..{n_layers} or -1..-{n_layers})")
+        out.append(idx)
+    return out
+
+
+def add_lora(model, lora: LoraSettings):
+    from peft import LoraConfig, get_peft_model
+
+    cfg = LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                     target_modules=list(lora.target_modules), task_type="CAUSAL_LM", bias="none")
+    return get_peft_model(model, cfg)
+
+
+class PreCoTModel(nn.Module):
+    """LoRA-adapted causal LM + a linear head (hidden -> 1) on the pre-CoT hidden state."""
+
+    def __init__(self, lm, layers: list[int], aux_weight: float, detach: bool = False):
+        super().__init__()
+        self.lm = lm
+        hidden = lm.get_base_model().config.hidden_size
+        self.head = nn.Linear(hidden, 1)
+        self.layers = layers
+        self.aux_weight = aux_weight
+        self.detach = detach
+
+    def forward(self, input_ids, attention_mask, labels, t_star, signal) -> dict[str, torch.Tensor]:
+        """input_ids/attention_mask/labels: [B, T]; t_star: [B]; signal: [B] in [0, 1].
+        Returns loss, lm_loss, aux_loss (detached copies for logging) and head_logits [B]."""
+        base = self.lm.get_base_model()
+        out = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
+                                 use_cache=False)
+        positions, targets = shifted_targets(labels)
+        # Project only the target positions onto the vocabulary: prompt tokens carry no
+        # LM loss, so their [V]-wide logits would be wasted work and memory.
+        token_logits = base.get_output_embeddings()(out.last_hidden_state[positions])  # [N, V]
+        lm = lm_loss(token_logits, targets)
+        h = gather_pre_cot(out.hidden_states, self.layers, t_star)  # [B, H]
+        if self.detach:
+            h = h.detach()
+        head_logits = self.head(h.to(self.head.weight.dtype)).squeeze(-1)  # [B]
+        aux = decision_loss(head_logits, signal)
+        loss = total_loss(lm, aux, self.aux_weight)
+        return {"loss": loss, "lm_loss": lm.detach(), "aux_loss": aux.detach(), "head_logits": head_logits.detach()}

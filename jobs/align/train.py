@@ -1,0 +1,398 @@
+"""Align the LRM: LoRA + the pre-CoT auxiliary loss, under Ray Train and DeepSpeed.
+
+    presafe stage align --config jobs/configs/smoke.yaml [align.aux.weight=0 align.output_name=adapter_sft]
+
+Reads top to bottom: `AlignTrainer` (plain objects: model + LoRA + head in one module, a
+DeepSpeed engine even on one CPU process, `loss_step`, `fit` with logging and
+checkpoints) -> `train_loop_per_worker` (the Ray Train shell: resume from the latest
+checkpoint, report metrics and checkpoints) -> `run_align` (the driver: TorchTrainer,
+then the adapter published atomically, optionally merged).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from jobs.align.data import AlignRow, build_example, collate, read_rows
+from jobs.align.model import PreCoTModel, add_lora, check_against_model
+from jobs.config import from_dict, to_dict
+from jobs.errors import DataError, PresafeError
+from jobs.pipeline_config import PipelineConfig
+
+STATE = "state.json"
+EXPORT = "export"
+HEAD = "head.pt"
+META = "meta.json"
+
+ReportFn = Callable[[dict, "Path | None"], None]
+
+
+def _init_single_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    # DeepSpeed needs a process group even in-process (num_workers=0).
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update({"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(port)})
+    dist.init_process_group("gloo", rank=0, world_size=1)
+
+
+class AlignTrainer:
+    """One worker's share of the alignment. Plain torch + DeepSpeed; no Ray in here."""
+
+    def __init__(self, cfg: PipelineConfig, rows: list[AlignRow], rank: int = 0, world_size: int = 1,
+                 checkpoint_root: Path | None = None, show_progress: bool = True):
+        import deepspeed
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from jobs.models.embedded import resolve_model
+
+        self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        a = cfg.align
+        layers = check_against_model(a, cfg.model)
+        path = resolve_model(cfg.model)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        torch.manual_seed(a.train.seed)
+        base = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, cfg.dtype) if cfg.dtype != "auto" else "auto")
+        self.model = PreCoTModel(add_lora(base, a.lora), layers, a.aux.weight, a.aux.detach)
+        self.layers = layers
+        hard = a.aux.target == "hard"
+        built = [build_example(self.tokenizer, r, cfg.template, a.train.max_length, hard) for r in rows]
+        self.examples = [e for e in built if e is not None]
+        self.skipped = len(built) - len(self.examples)
+        per_rank = len(self.examples) // world_size
+        self.micro_per_epoch = per_rank // a.train.batch_size
+        if self.micro_per_epoch == 0:
+            raise DataError(f"{len(self.examples)} usable targets are fewer than one batch "
+                            f"({a.train.batch_size} x {world_size} workers)")
+        steps_per_epoch = max(1, self.micro_per_epoch // a.train.grad_accum)
+        self.total_steps = a.train.max_steps or steps_per_epoch * a.train.epochs
+        self.checkpoint_root = checkpoint_root
+        self.show_progress = show_progress and rank == 0
+
+        lora_params = [p for n, p in self.model.lm.named_parameters() if p.requires_grad]
+        groups = [{"params": lora_params, "lr": a.train.learning_rate, "weight_decay": a.train.weight_decay},
+                  {"params": list(self.model.head.parameters()), "lr": a.train.head_learning_rate, "weight_decay": 0.0}]
+        optimizer = torch.optim.AdamW(groups)
+        warmup = int(a.train.warmup_ratio * self.total_steps)
+        total = self.total_steps
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / max(1, warmup)
+            return max(0.0, (total - step) / max(1, total - warmup))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        ds = dict(a.scale.deepspeed or {"zero_optimization": {"stage": 0}})
+        ds.setdefault("train_micro_batch_size_per_gpu", a.train.batch_size)
+        ds.setdefault("gradient_accumulation_steps", a.train.grad_accum)
+        ds.setdefault("gradient_clipping", a.train.grad_clip)
+        ds.setdefault("train_batch_size", a.train.batch_size * a.train.grad_accum * world_size)
+        ds.setdefault("steps_per_print", 10**9)
+        self.zero_stage = int((ds.get("zero_optimization") or {}).get("stage", 0))
+        _init_single_process_group()
+        self.engine, _, _, _ = deepspeed.initialize(model=self.model, optimizer=optimizer, lr_scheduler=scheduler,
+                                                    config=ds)
+
+    # -- data ---------------------------------------------------------------------------
+
+    def micro_batch(self, index: int) -> dict[str, torch.Tensor]:
+        """Micro-batch `index` of this rank in the run's fixed order: the same permutation
+        on every rank (seeded by epoch), then a strided shard."""
+        a = self.cfg.align.train
+        epoch, within = divmod(index, self.micro_per_epoch)
+        g = torch.Generator().manual_seed(a.seed * 1000 + epoch)
+        perm = torch.randperm(len(self.examples), generator=g).tolist()
+        shard = perm[self.rank :: self.world_size]
+        idx = shard[within * a.batch_size : (within + 1) * a.batch_size]
+        batch = collate([self.examples[i] for i in idx], self.tokenizer.pad_token_id)
+        return {k: v.to(self.engine.device) for k, v in batch.items()}
+
+    # -- one step -------------------------------------------------------------------------
+
+    def loss_step(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Forward + loss on one micro-batch (see PreCoTModel.forward)."""
+        return self.engine(**batch)
+
+    # -- loop -----------------------------------------------------------------------------
+
+    def fit(self, report: ReportFn, resume_from: Path | None = None) -> Path:
+        """Train to total_steps, calling `report(metrics, checkpoint_dir)` every log step,
+        every checkpoint and at the end (the final checkpoint holds the export).
+        Every rank calls report the same number of times."""
+        a = self.cfg.align.train
+        step = self.load_state(resume_from) if resume_from is not None else 0
+        if step:
+            print(f"[align] resumed from {resume_from} at step {step}/{self.total_steps}", flush=True)
+        self.engine.train()
+        window = _Window()
+        bar = tqdm(total=self.total_steps, initial=step, desc=f"align (lambda={self.cfg.align.aux.weight:g})",
+                   disable=not self.show_progress, file=sys.stderr, mininterval=1.0, dynamic_ncols=True)
+        start = time.perf_counter()
+        while step < self.total_steps:
+            for micro in range(a.grad_accum):
+                batch = self.micro_batch(step * a.grad_accum + micro)
+                out = self.loss_step(batch)
+                self.engine.backward(out["loss"])
+                self.engine.step()
+                window.add(out, batch)
+            step += 1
+            bar.update(1)
+            metrics = None
+            if step % a.log_every == 0 or step == self.total_steps:
+                metrics = window.flush(step, self.world_size, self.engine.get_lr())
+                bar.set_postfix(lm=f"{metrics['lm_loss']:.3f}", aux=f"{metrics['aux_loss']:.3f}")
+            ckpt = None
+            if a.checkpoint_every and step % a.checkpoint_every == 0 and step < self.total_steps:
+                ckpt = self.save_state(step)
+            if metrics is not None or ckpt is not None:
+                report(metrics or {"step": step}, ckpt)
+        bar.close()
+        final = self.export(step, time.perf_counter() - start)
+        report({"step": step, "done": True}, final)
+        return final
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def _checkpoint_dir(self, name: str) -> Path:
+        root = self.checkpoint_root or Path(tempfile.mkdtemp(prefix="presafe-align-"))
+        path = root / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def save_state(self, step: int) -> Path:
+        """Everything needed to resume (LoRA, head, optimizer and scheduler state per rank);
+        state.json is written last, by rank 0, after every rank has saved."""
+        import torch.distributed as dist
+
+        path = self._checkpoint_dir(f"step_{step:07d}")
+        self.engine.save_checkpoint(str(path / "ds"), tag="state", client_state={"step": step},
+                                    exclude_frozen_parameters=True)
+        dist.barrier()
+        if self.rank == 0:
+            (path / STATE).write_text(json.dumps({"step": step, "total_steps": self.total_steps}))
+        dist.barrier()
+        return path
+
+    def load_state(self, path: Path) -> int:
+        if (path / EXPORT).is_dir():
+            return self.total_steps  # the run had finished: nothing left to train
+        _, client = self.engine.load_checkpoint(str(path / "ds"), tag="state", load_module_strict=False)
+        return int(client["step"])
+
+    def trainable_state(self) -> tuple[dict, dict]:
+        """(LoRA state dict in peft naming, head state dict), full tensors on every rank:
+        under ZeRO-3 the trainable parameters are gathered first (saving from rank 0
+        alone would write empty, shape-0 tensors)."""
+        from peft import get_peft_model_state_dict
+
+        module = self.engine.module
+        trainable = [p for p in module.parameters() if p.requires_grad]
+        if self.zero_stage == 3:
+            import deepspeed
+
+            ctx = deepspeed.zero.GatheredParameters(trainable, modifier_rank=None)
+        else:
+            ctx = _nullcontext()
+        with ctx:
+            lora = {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(module.lm).items()}
+            head = {k: v.detach().cpu().clone() for k, v in module.head.state_dict().items()}
+        return lora, head
+
+    def export(self, step: int, seconds: float) -> Path:
+        """The final checkpoint: export/ holds the peft adapter, tokenizer, head.pt and
+        meta.json (written by rank 0; every rank takes part in the gather)."""
+        import torch.distributed as dist
+
+        lora, head = self.trainable_state()
+        path = self._checkpoint_dir("final")
+        if self.rank == 0:
+            out = path / EXPORT
+            if out.exists():
+                shutil.rmtree(out)
+            self.engine.module.lm.save_pretrained(out, state_dict=lora)
+            self.tokenizer.save_pretrained(out)
+            torch.save(head, out / HEAD)
+            meta = {
+                "presafe": "adapter",
+                "base_model": self.cfg.model,
+                "steps": step,
+                "train_seconds": seconds,
+                "world_size": self.world_size,
+                "zero_stage": self.zero_stage,
+                "aux_layers": self.layers,
+                "aux_weight": self.cfg.align.aux.weight,
+                "examples": len(self.examples),
+                "skipped_too_long": self.skipped,
+                "config": to_dict(self.cfg),
+            }
+            (out / META).write_text(json.dumps(meta, indent=2, default=str))
+        dist.barrier()
+        return path
+
+
+class _nullcontext:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+class _Window:
+    """Running sums between two log steps."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self.lm, self.aux, self.n, self.tokens = 0.0, 0.0, 0, 0
+        self.logits, self.signals = [], []
+        self.start = time.perf_counter()
+
+    def add(self, out: dict, batch: dict) -> None:
+        self.lm += float(out["lm_loss"])
+        self.aux += float(out["aux_loss"])
+        self.n += 1
+        self.tokens += int(batch["attention_mask"].sum())
+        self.logits += out["head_logits"].float().cpu().tolist()
+        self.signals += batch["signal"].cpu().tolist()
+
+    def flush(self, step: int, world_size: int, lr) -> dict:
+        from sklearn.metrics import roc_auc_score
+
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        probs = [1 / (1 + math.exp(-x)) for x in self.logits]
+        labels = [int(s >= 0.5) for s in self.signals]
+        metrics = {
+            "step": step,
+            "lm_loss": self.lm / max(1, self.n),
+            "aux_loss": self.aux / max(1, self.n),
+            "head_accuracy": sum(int(p >= 0.5) == y for p, y in zip(probs, labels)) / max(1, len(labels)),
+            "head_auroc": float(roc_auc_score(labels, probs)) if len(set(labels)) == 2 else None,
+            # Every rank processes about as many tokens as this one.
+            "tokens_per_s": self.tokens * world_size / elapsed,
+            "lr": float(lr[0]) if isinstance(lr, (list, tuple)) else float(lr),
+        }
+        self.reset()
+        return metrics
+
+
+def latest_local_checkpoint(root: Path) -> Path | None:
+    """The newest complete checkpoint under root (state.json written, or a final export)."""
+    if not root.is_dir():
+        return None
+    final = root / "final" / EXPORT / META
+    if final.is_file():
+        return root / "final"
+    done = sorted(p for p in root.glob("step_*") if (p / STATE).is_file())
+    return done[-1] if done else None
+
+
+def train_loop_per_worker(args: dict) -> dict:
+    """Ray Train entry point. Resumes from Ray's latest checkpoint (worker restarts, a rerun
+    with the same run name) or, failing that, from the newest complete local checkpoint."""
+    import ray.train
+
+    cfg = from_dict(PipelineConfig, args["config"])
+    rows = [AlignRow(**r) for r in args["rows"]]
+    ctx = ray.train.get_context()
+    root = Path(args["checkpoint_root"])
+    trainer = AlignTrainer(cfg, rows, ctx.get_world_rank(), ctx.get_world_size(), checkpoint_root=root)
+    resume = None
+    ray_ckpt = ray.train.get_checkpoint()
+    if ray_ckpt is not None:
+        resume = Path(ray_ckpt.to_directory())
+    else:
+        resume = latest_local_checkpoint(root)
+
+    def report(metrics: dict, checkpoint_dir: Path | None) -> None:
+        if metrics.get("step") and "lm_loss" in metrics and ctx.get_world_rank() == 0:
+            print("[align] " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                        for k, v in metrics.items()), flush=True)
+        checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
+        ray.train.report({k: v for k, v in metrics.items() if v is not None}, checkpoint=checkpoint,
+                         delete_local_checkpoint_after_upload=False)
+
+    final = trainer.fit(report, resume)
+    return {"final_dir": str(final)}
+
+
+def run_align(cfg: PipelineConfig, targets_path: Path | None = None) -> Path:
+    """Train and publish `<job_dir>/<align.output_name>/` (peft adapter + head.pt + meta.json
+    [+ merged/]). Returns that folder."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    job = Path(cfg.job_dir).resolve()
+    check_against_model(cfg.align, cfg.model)
+    rows = read_rows(targets_path or job / "targets.jsonl")
+    a = cfg.align
+    out = job / a.output_name
+    root = job / f"{a.output_name}.checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    if a.scale.num_workers > 0:
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(log_to_driver=True)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": to_dict(cfg), "rows": [r.__dict__ for r in rows], "checkpoint_root": str(root)},
+        scaling_config=ScalingConfig(num_workers=a.scale.num_workers, use_gpu=a.scale.use_gpu,
+                                     resources_per_worker={"CPU": a.scale.cpus_per_worker} if a.scale.num_workers else None),
+        torch_config=TorchConfig(backend=a.scale.resolved_backend),
+        run_config=RunConfig(name=f"align-{a.output_name}", storage_path=a.scale.storage_path or str(job / ".ray"),
+                             failure_config=FailureConfig(max_failures=a.scale.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+    )
+    result = trainer.fit()
+    final = Path((result.return_value or {}).get("final_dir", ""))
+    if not (final / EXPORT).is_dir():
+        if result.checkpoint is None:
+            raise PresafeError("alignment finished without a final checkpoint")
+        final = Path(result.checkpoint.to_directory())
+    staged = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=job))
+    try:
+        shutil.copytree(final / EXPORT, staged / "adapter")
+        if a.merge:
+            merge_adapter(cfg.model, staged / "adapter", staged / "adapter" / "merged", cfg.dtype)
+        from jobs.classifier.model import publish_dir
+
+        publish_dir(staged / "adapter", out)
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    shutil.rmtree(root, ignore_errors=True)
+    return out
+
+
+def merge_adapter(base_name: str, adapter_dir: Path, target: Path, dtype: str = "float32") -> Path:
+    """Base + LoRA merged into a plain Hugging Face model folder."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from jobs.models.embedded import resolve_model
+
+    base = AutoModelForCausalLM.from_pretrained(resolve_model(base_name), dtype=getattr(torch, dtype))
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(target)
+    AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(target)
+    return target

@@ -1,0 +1,189 @@
+"""The method's job config: one YAML drives every stage (decide, signals, targets, align).
+
+    presafe stage decide --config jobs/configs/smoke.yaml [key=value ...]
+
+Artifacts go to `<job_dir>/`: decisions.jsonl, signals.jsonl (+ signals_summary.json),
+targets.jsonl, adapter/ (peft LoRA + head.pt + meta.json).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from jobs.config import check
+from jobs.data.readers import DataSource
+from jobs.generation import GenerationConfig
+from jobs.scale import ScaleConfig
+from jobs.templates import TemplateConfig
+
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+
+
+@dataclass
+class PromptSets:
+    """Training prompts. Harmful and benign sets are read with the named readers."""
+
+    harmful: list[DataSource] = field(default_factory=list)
+    benign: list[DataSource] = field(default_factory=list)
+    limit_per_set: int | None = None
+    """Keep at most N prompts from each source (for quick runs)."""
+
+    def validate(self) -> None:
+        check(bool(self.harmful) or bool(self.benign), "harmful", "give at least one harmful or benign source")
+        check(self.limit_per_set is None or self.limit_per_set > 0, "limit_per_set", "must be > 0")
+
+
+@dataclass
+class DecideConfig:
+    """Stage 1: the safe model's answers with CoT OFF."""
+
+    safe_model: str | None = None
+    """The model that answers with CoT off; default: the LRM itself (`model`)."""
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    num_actors: int = 0
+    """0 = generate in-process; N = a Ray Data actor pool of N generation actors."""
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 0.0
+
+    def validate(self) -> None:
+        check(self.num_actors >= 0, "num_actors", "must be >= 0")
+        check(self.gpus_per_actor >= 0 and self.cpus_per_actor >= 0, "gpus_per_actor", "must be >= 0")
+
+
+@dataclass
+class SignalsConfig:
+    """Stage 2: the decision classifier reads each (prompt, safe response)."""
+
+    classifier: str = "runs/quickstart/classifier"
+    """A folder written by `presafe classifier train`."""
+    refusal_floor: float = 0.5
+    """Stop when the safe model refuses fewer than this fraction of harmful prompts: it is
+    not safe enough to teach anything."""
+    batch_size: int = 64
+
+    def validate(self) -> None:
+        check(0 <= self.refusal_floor <= 1, "refusal_floor", "must be in [0, 1]")
+        check(self.batch_size >= 1, "batch_size", "must be >= 1")
+
+
+@dataclass
+class TargetsConfig:
+    """Stage 3: what the LRM is trained to say, rendered in CoT-ON format."""
+
+    tau: float | None = None
+    """p_refuse >= tau means refuse-decided; default: the classifier's own threshold."""
+    comply_source: str = "reference_or_self"
+    """self (the LRM's own CoT-ON answer) | reference (dataset answer; rows without one are
+    dropped) | reference_or_self."""
+    refusal_thinking: str = ""
+    """Thinking placed in the think block of refusal targets; empty = the empty think
+    block, i.e. the decision is made before any CoT."""
+    self_generation: GenerationConfig = field(default_factory=lambda: GenerationConfig(max_new_tokens=512))
+    drop_unclosed: bool = True
+    """Drop self-distilled answers whose think block never closed (cut off mid-thought)."""
+
+    def validate(self) -> None:
+        check(self.tau is None or 0 < self.tau < 1, "tau", "must be in (0, 1)")
+        check(self.comply_source in ("self", "reference", "reference_or_self"), "comply_source",
+              "must be self, reference or reference_or_self")
+
+
+@dataclass
+class LoraSettings:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    """Module names (suffixes) to adapt; checked against the model before training."""
+
+    def validate(self) -> None:
+        check(self.r >= 1, "r", "must be >= 1")
+        check(self.alpha >= 1, "alpha", "must be >= 1")
+        check(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
+        check(bool(self.target_modules), "target_modules", "must name at least one module")
+
+
+@dataclass
+class AuxSettings:
+    """The pre-CoT auxiliary decision loss."""
+
+    weight: float = 0.2
+    """lambda. 0 = plain SFT (the ablation)."""
+    layers: list[int] = field(default_factory=list)
+    """Hidden-state layers read at t* (1..L, or negative from the end); their mean feeds
+    the head. Empty = the layer at 3/4 depth."""
+    target: str = "soft"
+    """soft (p_refuse) | hard (0/1 at tau)."""
+    detach: bool = False
+    """Stop the auxiliary gradient at the hidden state (diagnostic: head-only probe)."""
+
+    def validate(self) -> None:
+        check(self.weight >= 0, "weight", f"must be >= 0 (lambda), got {self.weight}")
+        check(self.target in ("soft", "hard"), "target", "must be soft or hard")
+        check(all(layer != 0 for layer in self.layers), "layers", "layer 0 is the embeddings; use 1..L or -1..-L")
+
+
+@dataclass
+class AlignTrainSettings:
+    epochs: int = 1
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (overrides epochs when set)."""
+    batch_size: int = 4
+    """Per worker."""
+    grad_accum: int = 1
+    learning_rate: float = 2e-4
+    head_learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    grad_clip: float = 1.0
+    max_length: int = 1024
+    log_every: int = 10
+    checkpoint_every: int = 50
+    """Optimizer steps between checkpoints (0 = only the final one)."""
+    seed: int = 0
+
+    def validate(self) -> None:
+        check(self.epochs >= 1, "epochs", "must be >= 1")
+        check(self.max_steps is None or self.max_steps >= 1, "max_steps", "must be >= 1")
+        check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(self.grad_accum >= 1, "grad_accum", "must be >= 1")
+        check(0 < self.learning_rate < 1, "learning_rate", "must be in (0, 1)")
+        check(0 < self.head_learning_rate < 1, "head_learning_rate", "must be in (0, 1)")
+        check(16 <= self.max_length, "max_length", "must be >= 16")
+        check(self.log_every >= 1, "log_every", "must be >= 1")
+        check(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
+
+
+@dataclass
+class AlignConfig:
+    """Stage 4: LoRA + the auxiliary loss, under Ray Train (+ DeepSpeed)."""
+
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    aux: AuxSettings = field(default_factory=AuxSettings)
+    train: AlignTrainSettings = field(default_factory=AlignTrainSettings)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
+    merge: bool = False
+    """Also write a merged model (base + LoRA) under adapter/merged/."""
+    output_name: str = "adapter"
+    """Folder under job_dir for the result (the λ=0 ablation uses another name)."""
+
+
+@dataclass
+class PipelineConfig:
+    """Everything one presafe alignment job needs."""
+
+    job_dir: str = "runs/job"
+    model: str = "embedded:smollm2-135m-instruct"
+    """The LRM: hub id, local folder or embedded name."""
+    dtype: str = "float32"
+    """Weights dtype for generation and training: float32 on CPU; bfloat16 on GPUs."""
+    template: TemplateConfig = field(default_factory=TemplateConfig)
+    prompts: PromptSets = field(default_factory=PromptSets)
+    decide: DecideConfig = field(default_factory=DecideConfig)
+    signals: SignalsConfig = field(default_factory=SignalsConfig)
+    targets: TargetsConfig = field(default_factory=TargetsConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
+
+    def validate(self) -> None:
+        check(bool(self.job_dir.strip()), "job_dir", "must not be empty")
+        check(self.dtype in DTYPES, "dtype", f"must be one of {list(DTYPES)}")
