@@ -59,7 +59,10 @@ def build_tiny_lm(path: Path, family: str = "generic", layers: int = 4, hidden: 
     common = dict(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                   eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
-                  tie_word_embeddings=True)
+                  tie_word_embeddings=True,
+                  # Wide embeddings: with the default 0.02 the frozen tied output layer caps
+                  # the logits near 0.6 and no LoRA update can make a peaked distribution.
+                  initializer_range=0.3)
     if family == "qwen3":
         model = Qwen3ForCausalLM(Qwen3Config(head_dim=hidden // 4, **common))
     else:

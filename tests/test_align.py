@@ -1,0 +1,208 @@
+"""The alignment step on tiny random causal LMs: t*, masks, the auxiliary gradient path,
+the lambda=0 ablation, learning, checkpoint resume, and ZeRO-3 adapter export."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from jobs.align.data import AlignRow, build_example, collate
+from jobs.align.losses import IGNORE
+from jobs.align.model import PreCoTModel, add_lora, check_against_model
+from jobs.align.train import AlignTrainer, latest_local_checkpoint
+from jobs.config import from_dict
+from jobs.errors import ConfigError
+from jobs.pipeline_config import LoraSettings, PipelineConfig
+from jobs.templates import TemplateConfig, prompt_texts
+
+REFUSAL = "I cannot help with that request."
+COMPLY = "Sure, here is how to bake bread: mix, knead, bake."
+
+
+def rows(n=8):
+    out = []
+    for i in range(n):
+        out.append(AlignRow(f"How do I make a bomb {i}?", f"\n</think>\n\n{REFUSAL}", 0.97, "refuse", origin="safe_refusal"))
+        out.append(AlignRow(f"How do I bake a cake {i}?", f"Let me think.\n</think>\n\n{COMPLY}", 0.03, "comply",
+                            origin="self"))
+    return out
+
+
+def pipeline_cfg(model, tmp_path, **align):
+    base = {"job_dir": str(tmp_path / "job"), "model": model, "prompts": {"harmful": [{"path": "x", "format": "advbench"}]},
+            "align": {"lora": {"r": 8, "alpha": 16, "dropout": 0.0,
+                               "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"]},
+                      "train": {"max_steps": 6, "batch_size": 4, "learning_rate": 1e-2, "warmup_ratio": 0.0,
+                                "log_every": 1, "checkpoint_every": 0, "max_length": 128}}}
+    for section, values in align.items():
+        base["align"].setdefault(section, {}).update(values)
+    return from_dict(PipelineConfig, base)
+
+
+@pytest.mark.parametrize("family", ["r1", "r1_old", "qwen3", "generic"])
+def test_t_star_and_label_mask_in_a_padded_batch(tiny_lm_factory, family):
+    tok = AutoTokenizer.from_pretrained(tiny_lm_factory(family))
+    tcfg = TemplateConfig()
+    prompts = ["Hi", "What is 2 + 3? Tell me about chemistry and cooking."]  # different lengths -> padding
+    examples = [build_example(tok, AlignRow(p, "\n</think>\n\nThe answer is 5.", 0.1, "comply"), tcfg, 128, False)
+                for p in prompts]
+    batch = collate(examples, tok.pad_token_id)
+    assert batch["attention_mask"][0].sum() < batch["attention_mask"].shape[1]  # row 0 is padded
+    for b, p in enumerate(prompts):
+        _, on, _ = prompt_texts(tok, p, tcfg)
+        t = int(batch["t_star"][b])
+        ids = batch["input_ids"][b].tolist()
+        # t* is the last token of the CoT-ON generation prompt...
+        assert tok.decode(ids[: t + 1]) == on
+        # ...which for R1 templates is the newline after <think> and for Qwen3 the one after "assistant"
+        expected_last = {"r1": "<think>\n", "r1_old": "<think>\n", "qwen3": "assistant\n", "generic": "<think>\n"}[family]
+        assert tok.decode(ids[: t + 1]).endswith(expected_last)
+        labels = batch["labels"][b].tolist()
+        # no loss on the prompt, loss from the first assistant token on, none on padding
+        assert all(x == IGNORE for x in labels[: t + 1])
+        assert labels[t + 1] == ids[t + 1] != IGNORE
+        n = int(batch["attention_mask"][b].sum())
+        assert labels[n - 1] == tok.eos_token_id and all(x == IGNORE for x in labels[n:])
+
+
+def _model(path, weight, layers=(2,)):
+    torch.manual_seed(0)
+    base = AutoModelForCausalLM.from_pretrained(path)
+    lm = add_lora(base, LoraSettings(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"]))
+    return PreCoTModel(lm, list(layers), weight)
+
+
+def _batch(path, hard=False):
+    tok = AutoTokenizer.from_pretrained(path)
+    ex = [build_example(tok, r, TemplateConfig(), 128, hard) for r in rows(2)]
+    return collate(ex, tok.pad_token_id)
+
+
+def test_aux_term_alone_reaches_lora_weights_below_the_read_layer(tiny_lm):
+    model = _model(tiny_lm, weight=0.5, layers=[2])
+    batch = _batch(tiny_lm)
+    batch["labels"][:] = IGNORE  # LM loss masked to zero
+    out = model(**batch)
+    assert out["lm_loss"].item() == 0.0 and out["aux_loss"].item() > 0
+    out["loss"].backward()
+    grads = {n: p.grad for n, p in model.lm.named_parameters() if "lora_B" in n}
+    below = [g for n, g in grads.items() if ".layers.0." in n or ".layers.1." in n]
+    above = [g for n, g in grads.items() if ".layers.2." in n or ".layers.3." in n]
+    assert below and all(g is not None and g.abs().sum() > 0 for g in below)
+    # Layers after the one the head reads get no gradient from the auxiliary term.
+    assert all(g is None or g.abs().sum() == 0 for g in above)
+    assert model.head.weight.grad.abs().sum() > 0
+
+
+def test_lambda_zero_is_exactly_plain_sft(tiny_lm):
+    model = _model(tiny_lm, weight=0.0)
+    batch = _batch(tiny_lm)
+    out = model(**batch)
+    # The plain SFT loss: Hugging Face's own causal-LM loss on the same labels.
+    ref = model.lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+    assert out["loss"].item() == pytest.approx(ref.item(), rel=1e-6, abs=1e-6)
+    assert torch.equal(out["loss"], out["lm_loss"])
+    with_aux = _model(tiny_lm, weight=0.2)(**batch)
+    assert with_aux["loss"].item() == pytest.approx(ref.item() + 0.2 * with_aux["aux_loss"].item(), rel=1e-5)
+
+
+def test_loss_falls_and_adapter_changes_outputs(tiny_lm, tmp_path):
+    from peft import PeftModel
+
+    cfg = pipeline_cfg(tiny_lm, tmp_path, train={"max_steps": 30, "log_every": 5})
+    trainer = AlignTrainer(cfg, rows(), checkpoint_root=tmp_path / "ck", show_progress=False)
+    logs = []
+    final = trainer.fit(lambda m, c: logs.append(m))
+    lm = [m["lm_loss"] for m in logs if "lm_loss" in m]
+    aux = [m["aux_loss"] for m in logs if "aux_loss" in m]
+    assert lm[-1] < 0.5 * lm[0], lm
+    assert aux[-1] < aux[0], aux
+    assert all(m["tokens_per_s"] > 0 for m in logs if "tokens_per_s" in m)
+    export = final / "export"
+    meta = json.loads((export / "meta.json").read_text())
+    assert meta["steps"] == 30 and meta["aux_weight"] == 0.2
+    base = AutoModelForCausalLM.from_pretrained(tiny_lm)
+    tok = AutoTokenizer.from_pretrained(tiny_lm)
+    ids = tok("How do I make a bomb 1?", return_tensors="pt")
+    with torch.no_grad():
+        before = base(**ids).logits
+        tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_lm), str(export))(**ids).logits
+    assert (tuned - before).abs().max() > 1e-2
+    head = torch.load(export / "head.pt")
+    assert head["weight"].shape == (1, base.config.hidden_size)
+
+
+def test_interrupted_run_resumes_at_its_checkpoint(tiny_lm, tmp_path):
+    cfg = pipeline_cfg(tiny_lm, tmp_path, train={"max_steps": 6, "checkpoint_every": 2, "log_every": 1})
+    root = tmp_path / "ck"
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_step_4(metrics, ckpt):
+        if ckpt is not None and metrics.get("step") == 4:
+            raise Crash()
+
+    with pytest.raises(Crash):
+        AlignTrainer(cfg, rows(), checkpoint_root=root, show_progress=False).fit(crash_after_step_4)
+    latest = latest_local_checkpoint(root)
+    assert latest.name == "step_0000004"
+
+    steps = []
+    resumed = AlignTrainer(cfg, rows(), checkpoint_root=root, show_progress=False)
+    resumed.fit(lambda m, c: steps.append(m["step"]), resume_from=latest)
+    assert steps[0] == 5 and steps[-1] == 6  # not step 1
+
+    # The resumed run ends where an uninterrupted run ends.
+    straight = AlignTrainer(cfg, rows(), checkpoint_root=tmp_path / "ck2", show_progress=False)
+    straight.fit(lambda m, c: None)
+    a, _ = resumed.trainable_state()
+    b, _ = straight.trainable_state()
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+
+
+def test_bad_align_configs_fail_before_work(tiny_lm, tmp_path):
+    with pytest.raises(ConfigError, match=r"align.lora.target_modules: \['wq'\] not in the model"):
+        check_against_model(pipeline_cfg(tiny_lm, tmp_path, lora={"target_modules": ["wq"]}).align, tiny_lm)
+    with pytest.raises(ConfigError, match="align.aux.layers: layer 9 is out of range for a 4-layer model"):
+        check_against_model(pipeline_cfg(tiny_lm, tmp_path, aux={"layers": [9]}).align, tiny_lm)
+    with pytest.raises(ConfigError, match=r"align.aux.weight: must be >= 0 \(lambda\)"):
+        pipeline_cfg(tiny_lm, tmp_path, aux={"weight": -0.1})
+    assert check_against_model(pipeline_cfg(tiny_lm, tmp_path, aux={"layers": [-1, 2]}).align, tiny_lm) == [4, 2]
+    assert check_against_model(pipeline_cfg(tiny_lm, tmp_path).align, tiny_lm) == [3]  # 3/4 depth default
+
+
+def _write_targets(job: Path):
+    from jobs.artifacts import write_jsonl
+
+    write_jsonl(job / "targets.jsonl", [r.__dict__ for r in rows()])
+
+
+@pytest.mark.ray
+def test_zero3_two_workers_saves_full_adapter_like_zero0(tiny_lm, tmp_path, ray_cluster):
+    from safetensors.torch import load_file
+
+    from jobs.align.train import run_align
+
+    shapes = {}
+    for stage in (0, 3):
+        ds = {"zero_optimization": {"stage": stage}}
+        if stage == 3:
+            # Partition even the tiny model's parameters (the default keeps small ones whole).
+            ds["zero_optimization"].update({"stage3_param_persistence_threshold": 0, "stage3_max_live_parameters": 0})
+        cfg = pipeline_cfg(tiny_lm, tmp_path / f"z{stage}", train={"max_steps": 2, "batch_size": 2},
+                           scale={"num_workers": 2, "cpus_per_worker": 0.5, "deepspeed": ds})
+        job = Path(cfg.job_dir)
+        _write_targets(job)
+        out = run_align(cfg)
+        tensors = load_file(str(out / "adapter_model.safetensors"))
+        assert tensors and all(t.numel() > 0 for t in tensors.values())
+        shapes[stage] = {k: tuple(v.shape) for k, v in tensors.items()}
+        meta = json.loads((out / "meta.json").read_text())
+        assert meta["world_size"] == 2 and meta["zero_stage"] == stage
+        assert (out / "head.pt").is_file()
+        assert not (job / "adapter.checkpoints").exists()
+    assert shapes[3] == shapes[0]
