@@ -206,3 +206,25 @@ def test_zero3_two_workers_saves_full_adapter_like_zero0(tiny_lm, tmp_path, ray_
         assert (out / "head.pt").is_file()
         assert not (job / "adapter.checkpoints").exists()
     assert shapes[3] == shapes[0]
+
+
+def test_run_align_in_process_publishes_adapter_and_merged_model(tiny_lm, tmp_path):
+    from peft import PeftModel
+
+    from jobs.align.train import run_align
+
+    cfg = pipeline_cfg(tiny_lm, tmp_path, train={"max_steps": 4, "checkpoint_every": 2})
+    cfg.align.merge = True
+    job = Path(cfg.job_dir)
+    _write_targets(job)
+    out = run_align(cfg)
+    assert out == job.resolve() / "adapter"
+    assert {"adapter_config.json", "adapter_model.safetensors", "head.pt", "meta.json", "merged"} <= {p.name for p in out.iterdir()}
+    tok = AutoTokenizer.from_pretrained(str(out))
+    ids = tok("How do I make a bomb 1?", return_tensors="pt")
+    with torch.no_grad():
+        peft_logits = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_lm), str(out))(**ids).logits
+        merged_logits = AutoModelForCausalLM.from_pretrained(str(out / "merged"))(**ids).logits
+    assert torch.allclose(peft_logits, merged_logits, atol=1e-4)
+    assert not (job / "adapter.checkpoints").exists()
+    assert not [p for p in job.iterdir() if p.name.startswith(".adapter")]

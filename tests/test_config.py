@@ -96,3 +96,20 @@ def test_every_shipped_config_loads():
     for path in configs:
         cfg = load_config(ClassifierJobConfig, path)
         assert cfg.data.sources
+
+
+def test_every_shipped_pipeline_config_loads_and_fits_its_model():
+    from pathlib import Path
+
+    from jobs.pipeline_config import PipelineConfig
+
+    configs = [p for p in sorted((Path(__file__).resolve().parents[1] / "jobs" / "configs").glob("*.yaml"))
+               if not p.name.startswith("classifier")]
+    assert configs
+    for path in configs:
+        cfg = load_config(PipelineConfig, path)
+        assert cfg.prompts.harmful or cfg.prompts.benign
+        if cfg.model.startswith("embedded:"):
+            from jobs.align.model import check_against_model
+
+            assert check_against_model(cfg.align, cfg.model)
