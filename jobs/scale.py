@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 
 from jobs.config import check
@@ -46,3 +48,18 @@ class ScaleConfig:
     @property
     def zero_stage(self) -> int:
         return int(((self.deepspeed or {}).get("zero_optimization") or {}).get("stage", 0)) if self.deepspeed else -1
+
+
+def ensure_process_group() -> None:
+    """A one-process gloo group when none exists: DeepSpeed needs one even in-process
+    (num_workers=0); Ray Train workers already have theirs."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ.update({"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                       "MASTER_PORT": str(port)})
+    dist.init_process_group("gloo", rank=0, world_size=1)

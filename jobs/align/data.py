@@ -3,13 +3,13 @@ the target tokens only, t* and the decision signal per row."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from jobs.align.losses import IGNORE
+from jobs.artifacts import read_jsonl
 from jobs.errors import DataError
 from jobs.templates import TemplateConfig, render_prompt
 
@@ -39,21 +39,12 @@ class AlignExample:
 
 
 def read_rows(path: str | Path) -> list[AlignRow]:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: targets file not found (run the targets stage first)")
     rows = []
-    with path.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                rows.append(AlignRow(**{k: rec[k] for k in AlignRow.__dataclass_fields__ if k in rec}))
-            except (json.JSONDecodeError, TypeError) as e:
-                raise DataError(f"{path}:{i}: not a targets row: {e}") from None
-    if not rows:
-        raise DataError(f"{path}: no targets rows")
+    for i, rec in enumerate(read_jsonl(path, "targets"), 1):
+        try:
+            rows.append(AlignRow(**{k: rec[k] for k in AlignRow.__dataclass_fields__ if k in rec}))
+        except TypeError as e:
+            raise DataError(f"{path}: row {i} is not a targets row: {e}") from None
     return rows
 
 

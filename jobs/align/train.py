@@ -15,7 +15,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -27,9 +26,11 @@ from tqdm.auto import tqdm
 
 from jobs.align.data import AlignRow, build_example, collate, read_rows
 from jobs.align.model import PreCoTModel, add_lora, check_against_model
+from jobs.artifacts import publish_dir
 from jobs.config import from_dict, to_dict
 from jobs.errors import DataError, PresafeError
 from jobs.pipeline_config import PipelineConfig
+from jobs.scale import ensure_process_group
 
 STATE = "state.json"
 EXPORT = "export"
@@ -37,20 +38,6 @@ HEAD = "head.pt"
 META = "meta.json"
 
 ReportFn = Callable[[dict, "Path | None"], None]
-
-
-def _init_single_process_group() -> None:
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        return
-    # DeepSpeed needs a process group even in-process (num_workers=0).
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    os.environ.update({"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
-                       "MASTER_PORT": str(port)})
-    dist.init_process_group("gloo", rank=0, world_size=1)
 
 
 class AlignTrainer:
@@ -108,7 +95,7 @@ class AlignTrainer:
         ds.setdefault("train_batch_size", a.train.batch_size * a.train.grad_accum * world_size)
         ds.setdefault("steps_per_print", 10**9)
         self.zero_stage = int((ds.get("zero_optimization") or {}).get("stage", 0))
-        _init_single_process_group()
+        ensure_process_group()
         self.engine, _, _, _ = deepspeed.initialize(model=self.model, optimizer=optimizer, lr_scheduler=scheduler,
                                                     config=ds)
 
@@ -375,8 +362,6 @@ def run_align(cfg: PipelineConfig, targets_path: Path | None = None) -> Path:
         shutil.copytree(final / EXPORT, staged / "adapter")
         if a.merge:
             merge_adapter(cfg.model, staged / "adapter", staged / "adapter" / "merged", cfg.dtype)
-        from jobs.classifier.model import publish_dir
-
         publish_dir(staged / "adapter", out)
     finally:
         shutil.rmtree(staged, ignore_errors=True)

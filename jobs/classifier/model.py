@@ -12,9 +12,6 @@ with the training config, label map, decision threshold, metrics and data finger
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,15 +138,3 @@ def save_classifier(model, tokenizer, meta: dict, path: Path) -> None:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     (path / META).write_text(json.dumps(meta, indent=2, default=str))
-
-
-def publish_dir(src: Path, dst: Path) -> None:
-    """Move a finished folder into place in one rename, so `dst` is never half-written."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    old = None
-    if dst.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old.", dir=dst.parent))
-        os.replace(dst, old / "x")
-    os.replace(src, dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -14,9 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -29,12 +27,14 @@ from tqdm.auto import tqdm
 
 from jobs.classifier.config import ClassifierDataConfig, ClassifierJobConfig
 from jobs.classifier.metrics import binary_metrics, choose_threshold, grouped_metrics
-from jobs.classifier.model import META, DecisionClassifier, encode, load_backbone, pad_batch, publish_dir, save_classifier, score
+from jobs.artifacts import publish_dir
+from jobs.classifier.model import META, DecisionClassifier, encode, load_backbone, pad_batch, save_classifier, score
 from jobs.config import from_dict, to_dict
 from jobs.data.readers import read_examples
 from jobs.data.records import LABEL_NAMES, Example
 from jobs.data.splits import split_by_seed, split_by_value
 from jobs.errors import DataError, PresafeError
+from jobs.scale import ensure_process_group
 
 
 @dataclass
@@ -121,13 +121,8 @@ class ClassifierTrainer:
 
     def _init_deepspeed(self) -> None:
         import deepspeed
-        import torch.distributed as dist
 
-        if not dist.is_initialized():
-            # In-process runs (num_workers=0) still need a process group for DeepSpeed.
-            os.environ.update({"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0",
-                               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port())})
-            dist.init_process_group("gloo", rank=0, world_size=1)
+        ensure_process_group()
         ds = dict(self.cfg.scale.deepspeed)
         ds.setdefault("train_micro_batch_size_per_gpu", self.cfg.train.batch_size)
         ds.setdefault("gradient_accumulation_steps", 1)
@@ -197,12 +192,6 @@ class ClassifierTrainer:
 
     def save(self, path: Path, meta: dict) -> None:
         save_classifier(self.module, self.tokenizer, meta, path)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _better(metrics: dict, best: tuple | None, key: str) -> tuple[bool, tuple]:
