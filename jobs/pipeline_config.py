@@ -112,6 +112,8 @@ class AuxSettings:
     layers: list[int] = field(default_factory=list)
     """Hidden-state layers read at t* (1..L, or negative from the end); their mean feeds
     the head. Empty = the layer at 3/4 depth."""
+    pooling: str = "t_star"
+    """t_star (the last token before CoT) | prompt_mean (mean over prompt tokens 0..t*)."""
     target: str = "soft"
     """soft (p_refuse) | hard (0/1 at tau)."""
     detach: bool = False
@@ -120,6 +122,7 @@ class AuxSettings:
     def validate(self) -> None:
         check(self.weight >= 0, "weight", f"must be >= 0 (lambda), got {self.weight}")
         check(self.target in ("soft", "hard"), "target", "must be soft or hard")
+        check(self.pooling in ("t_star", "prompt_mean"), "pooling", "must be t_star or prompt_mean")
         check(all(layer != 0 for layer in self.layers), "layers", "layer 0 is the embeddings; use 1..L or -1..-L")
 
 

@@ -228,3 +228,15 @@ def test_run_align_in_process_publishes_adapter_and_merged_model(tiny_lm, tmp_pa
     assert torch.allclose(peft_logits, merged_logits, atol=1e-4)
     assert not (job / "adapter.checkpoints").exists()
     assert not [p for p in job.iterdir() if p.name.startswith(".adapter")]
+
+
+def test_pre_cot_pooling():
+    from jobs.align.losses import gather_pre_cot
+
+    h = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)  # [B=2, T=4, H=3]
+    hs = (torch.zeros_like(h), h, 2 * h)
+    t_star = torch.tensor([1, 3])
+    assert torch.equal(gather_pre_cot(hs, [1], t_star), torch.stack([h[0, 1], h[1, 3]]))
+    assert torch.equal(gather_pre_cot(hs, [1, 2], t_star), 1.5 * torch.stack([h[0, 1], h[1, 3]]))
+    pooled = gather_pre_cot(hs, [1], t_star, "prompt_mean")
+    assert torch.allclose(pooled, torch.stack([h[0, :2].mean(0), h[1, :4].mean(0)]))

@@ -31,12 +31,20 @@ def lm_loss(token_logits: torch.Tensor, token_targets: torch.Tensor) -> torch.Te
     return F.cross_entropy(token_logits.float(), token_targets)
 
 
-def gather_pre_cot(hidden_states: tuple[torch.Tensor, ...], layers: list[int], t_star: torch.Tensor) -> torch.Tensor:
-    """Mean over `layers` of the hidden state at t* per row: [B, H].
+def gather_pre_cot(hidden_states: tuple[torch.Tensor, ...], layers: list[int], t_star: torch.Tensor,
+                   pooling: str = "t_star") -> torch.Tensor:
+    """The pre-CoT representation per row, [B, H]: the mean over `layers` of the hidden
+    state at t* (pooling "t_star"), or of the mean over prompt positions 0..t*
+    (pooling "prompt_mean", SafeKey-style span pooling).
     hidden_states: per layer [B, T, H] (index 0 = embeddings, i = after layer i);
     t_star: [B] positions."""
     rows = torch.arange(t_star.shape[0], device=t_star.device)
-    picked = [hidden_states[layer][rows, t_star] for layer in layers]  # each [B, H]
+    if pooling == "t_star":
+        picked = [hidden_states[layer][rows, t_star] for layer in layers]  # each [B, H]
+    else:
+        T = hidden_states[0].shape[1]
+        span = (torch.arange(T, device=t_star.device)[None, :] <= t_star[:, None]).unsqueeze(-1)  # [B, T, 1]
+        picked = [(hidden_states[layer] * span).sum(1) / span.sum(1) for layer in layers]
     return torch.stack(picked, 0).mean(0)
 
 

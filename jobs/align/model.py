@@ -64,7 +64,7 @@ def add_lora(model, lora: LoraSettings):
 class PreCoTModel(nn.Module):
     """LoRA-adapted causal LM + a linear head (hidden -> 1) on the pre-CoT hidden state."""
 
-    def __init__(self, lm, layers: list[int], aux_weight: float, detach: bool = False):
+    def __init__(self, lm, layers: list[int], aux_weight: float, detach: bool = False, pooling: str = "t_star"):
         super().__init__()
         self.lm = lm
         hidden = lm.get_base_model().config.hidden_size
@@ -72,6 +72,7 @@ class PreCoTModel(nn.Module):
         self.layers = layers
         self.aux_weight = aux_weight
         self.detach = detach
+        self.pooling = pooling
 
     def forward(self, input_ids, attention_mask, labels, t_star, signal) -> dict[str, torch.Tensor]:
         """input_ids/attention_mask/labels: [B, T]; t_star: [B]; signal: [B] in [0, 1].
@@ -84,7 +85,7 @@ class PreCoTModel(nn.Module):
         # LM loss, so their [V]-wide logits would be wasted work and memory.
         token_logits = base.get_output_embeddings()(out.last_hidden_state[positions])  # [N, V]
         lm = lm_loss(token_logits, targets)
-        h = gather_pre_cot(out.hidden_states, self.layers, t_star)  # [B, H]
+        h = gather_pre_cot(out.hidden_states, self.layers, t_star, self.pooling)  # [B, H]
         if self.detach:
             h = h.detach()
         head_logits = self.head(h.to(self.head.weight.dtype)).squeeze(-1)  # [B]

@@ -30,6 +30,7 @@ from jobs.artifacts import publish_dir
 from jobs.config import from_dict, to_dict
 from jobs.errors import DataError, PresafeError
 from jobs.pipeline_config import PipelineConfig
+from jobs.optim import warmup_linear_decay
 from jobs.scale import ensure_process_group
 
 STATE = "state.json"
@@ -59,7 +60,7 @@ class AlignTrainer:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         torch.manual_seed(a.train.seed)
         base = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, cfg.dtype) if cfg.dtype != "auto" else "auto")
-        self.model = PreCoTModel(add_lora(base, a.lora), layers, a.aux.weight, a.aux.detach)
+        self.model = PreCoTModel(add_lora(base, a.lora), layers, a.aux.weight, a.aux.detach, a.aux.pooling)
         self.layers = layers
         hard = a.aux.target == "hard"
         built = [build_example(self.tokenizer, r, cfg.template, a.train.max_length, hard) for r in rows]
@@ -79,15 +80,7 @@ class AlignTrainer:
         groups = [{"params": lora_params, "lr": a.train.learning_rate, "weight_decay": a.train.weight_decay},
                   {"params": list(self.model.head.parameters()), "lr": a.train.head_learning_rate, "weight_decay": 0.0}]
         optimizer = torch.optim.AdamW(groups)
-        warmup = int(a.train.warmup_ratio * self.total_steps)
-        total = self.total_steps
-
-        def schedule(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / max(1, warmup)
-            return max(0.0, (total - step) / max(1, total - warmup))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        scheduler = warmup_linear_decay(optimizer, self.total_steps, int(a.train.warmup_ratio * self.total_steps))
         ds = dict(a.scale.deepspeed or {"zero_optimization": {"stage": 0}})
         ds.setdefault("train_micro_batch_size_per_gpu", a.train.batch_size)
         ds.setdefault("gradient_accumulation_steps", a.train.grad_accum)

@@ -34,6 +34,7 @@ from jobs.data.readers import read_examples
 from jobs.data.records import LABEL_NAMES, Example
 from jobs.data.splits import split_by_seed, split_by_value
 from jobs.errors import DataError, PresafeError
+from jobs.optim import warmup_linear_decay
 from jobs.scale import ensure_process_group
 
 
@@ -106,17 +107,14 @@ class ClassifierTrainer:
             {"params": [p for n, p in self.model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
         ]
         self.optimizer = torch.optim.AdamW(groups, lr=cfg.train.learning_rate)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: min(1.0, (s + 1) / max(1, warmup)) * max(0.0, (total - s) / max(1, total - warmup))
-            if s >= warmup else (s + 1) / max(1, warmup)
-        )
+        self.scheduler = warmup_linear_decay(self.optimizer, total, warmup)
         self.engine = None
         self.ddp = None
         if cfg.scale.deepspeed is not None:
             self._init_deepspeed()
         elif world_size > 1:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+                self.model, device_ids=[self.device] if self.device.type == "cuda" else None
             )
 
     def _init_deepspeed(self) -> None:
@@ -206,12 +204,14 @@ def train_loop_per_worker(args: dict) -> dict | None:
     """Ray Train entry point: every rank trains; rank 0 validates, keeps the best epoch as
     the latest reported checkpoint. Every rank reports once per epoch."""
     import ray.train
+    import ray.train.torch
 
     cfg = from_dict(ClassifierJobConfig, args["config"])
     data: ClassifierData = args["data"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    trainer = ClassifierTrainer(cfg, data.train, data.validation, rank, world)
+    device = str(ray.train.torch.get_device()) if cfg.scale.use_gpu else "cpu"
+    trainer = ClassifierTrainer(cfg, data.train, data.validation, rank, world, device=device)
     scratch = Path(args["scratch_dir"])
     best, best_dir, history = None, None, []
     for epoch in range(1, cfg.train.epochs + 1):

@@ -1,0 +1,1 @@
+"""Evaluation: safety and reasoning metrics, decision probes, reports."""
