@@ -52,6 +52,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=None, help="override train.epochs")
     ap.add_argument("--full", action="store_true", help="also time training on all rows")
+    ap.add_argument("--models", default="", help="comma-separated held-out models (default: all three)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "classifier_quality.json"))
     args = ap.parse_args()
     if not XSTEST.is_file():
@@ -61,6 +62,8 @@ def main() -> int:
     src = {"path": str(XSTEST), "format": "xstest"}
     pairs = [e for e in read_examples(from_dict(DataSource, src)) if e.is_pair]
     models = sorted({e.meta["model"] for e in pairs})
+    if args.models:
+        models = [m for m in models if m in args.models.split(",")]
     work = Path(tempfile.mkdtemp(prefix="presafe-bench-"))
     rows = []
     for held in models:
@@ -78,7 +81,7 @@ def main() -> int:
         base = binary_metrics([string_match_refuses(e.response) for e in test], [e.label for e in test], 0.5)
         rows.append({"held_out_model": held, "n": m["n"], "accuracy": m["accuracy"], "f1": m["f1"], "auroc": m["auroc"],
                      "string_match_accuracy": base["accuracy"], "string_match_f1": base["f1"], "train_seconds": train_s})
-    result = {"data": str(XSTEST), "config": "ClassifierJobConfig defaults (embedded MiniLM, 3 epochs, max_length 128)",
+    result = {"data": str(XSTEST), "config": "ClassifierJobConfig defaults (embedded MiniLM, 3 epochs, max_length 128, swapped-prompt pairs)",
               "folds": rows,
               "mean_accuracy": sum(r["accuracy"] for r in rows) / len(rows),
               "mean_string_match_accuracy": sum(r["string_match_accuracy"] for r in rows) / len(rows),

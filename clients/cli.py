@@ -113,7 +113,8 @@ def _classifier_train(args) -> int:
     cfg = load_config(ClassifierJobConfig, args.config, args.overrides)
     out = train_classifier(cfg)
     meta = json.loads((out / "meta.json").read_text())
-    print(f"\nclassifier saved to {out} (best epoch {meta['epoch']}, threshold {meta['threshold']:.3f})")
+    print(f"\nclassifier saved to {out} (best epoch {meta['epoch']}, thresholds: pair {meta['threshold']:.3f}, "
+          f"prompt-only {meta['prompt_threshold']:.3f})")
     for split in ("validation", "test"):
         if split in meta["metrics"]:
             print(f"\n{split}:")
@@ -143,7 +144,8 @@ def _classifier_predict(args) -> int:
 
     clf = DecisionClassifier.load(args.model)
     d = clf.predict([args.prompt], [args.response])[0]
-    print(json.dumps({"decision": d.decision, "p_refuse": round(d.p_refuse, 6), "threshold": clf.threshold}))
+    print(json.dumps({"decision": d.decision, "p_refuse": round(d.p_refuse, 6),
+                      "threshold": clf.threshold_for(args.response)}))
     return 0
 
 

@@ -57,13 +57,14 @@ def test_checkpoint_round_trip_reproduces_predictions(tiny_bert, tmp_path):
     rows = toy_rows(16)
     trainer = ClassifierTrainer(cfg_for(tiny_bert, tmp_path), rows, rows, show_progress=False)
     trainer.train_epoch(1)
-    _, threshold, probs = trainer.validate()
-    trainer.save(tmp_path / "saved", {"threshold": threshold, "max_length": 32})
+    _, (threshold, prompt_threshold), probs = trainer.validate()
+    trainer.save(tmp_path / "saved", {"threshold": threshold, "prompt_threshold": prompt_threshold, "max_length": 32})
     clf = DecisionClassifier.load(tmp_path / "saved")
     again = clf.predict_proba([e.prompt for e in rows], [e.response for e in rows])
     assert torch.allclose(torch.tensor(again), torch.tensor(probs), atol=1e-5)
     decisions = clf.predict([e.prompt for e in rows], [e.response for e in rows])
-    assert [d.decision for d in decisions] == ["refuse" if p >= threshold else "comply" for p in probs]
+    expected = ["refuse" if p >= (threshold if e.is_pair else prompt_threshold) else "comply" for p, e in zip(probs, rows)]
+    assert [d.decision for d in decisions] == expected
     # An empty response is the prompt-only decision.
     assert clf.predict_proba([rows[0].prompt], [""]) == pytest.approx(clf.predict_proba([rows[0].prompt]), abs=1e-6)
 
@@ -75,7 +76,7 @@ def test_train_classifier_in_process_writes_model_and_meta(tiny_bert, tmp_path):
     out = train_classifier(cfg)
     meta = json.loads((out / "meta.json").read_text())
     assert meta["label_map"] == {"0": "comply", "1": "refuse"}
-    assert 0 < meta["threshold"] < 1
+    assert 0 < meta["threshold"] < 1 and 0 < meta["prompt_threshold"] < 1
     assert len(meta["data"]["fingerprint"]) == 64
     assert meta["config"]["model"]["backbone"] == tiny_bert
     assert meta["metrics"]["test"]["pairs"]["accuracy"] >= 0.9
@@ -125,3 +126,22 @@ def test_deepspeed_zero2_in_process(tiny_bert, tmp_path):
     assert losses[-1] < 0.7 * losses[0], losses
     metrics, _, _ = trainer.validate()
     assert metrics["pairs"]["accuracy"] == 1.0
+
+
+def test_swapped_prompt_pairs_keep_labels_and_cross_prompt_kinds():
+    from jobs.classifier.train import swapped_prompt_pairs
+
+    rows = []
+    for i in range(6):
+        harmful = i % 2 == 1
+        prompt = f"{'bomb' if harmful else 'bread'} {i}"
+        rows.append(Example(prompt, None, REFUSE if harmful else COMPLY, "t", group=str(i), meta={"harmful": harmful}))
+        rows.append(Example(prompt, "sorry, no", REFUSE, "t", group=str(i), meta={"harmful": harmful}))
+        rows.append(Example(prompt, "sure, here", COMPLY, "t", group=str(i), meta={"harmful": harmful}))
+    swapped = swapped_prompt_pairs(rows, seed=0)
+    assert len(swapped) == 12 and all(e.is_pair and e.meta["swapped_prompt"] for e in swapped)
+    originals = [e for e in rows if e.is_pair]
+    for orig, new in zip(originals, swapped):
+        assert new.response == orig.response and new.label == orig.label
+        assert new.prompt.startswith("bread" if orig.meta["harmful"] else "bomb")
+    assert swapped_prompt_pairs(rows, seed=0) == swapped  # deterministic

@@ -35,8 +35,8 @@ def test_eval_and_predict_on_a_trained_classifier(tiny_bert, tmp_path, capsys):
     trainer = ClassifierTrainer(cfg_for(tiny_bert, tmp_path), rows, rows, show_progress=False)
     for e in range(1, 7):
         trainer.train_epoch(e)
-    _, threshold, _ = trainer.validate()
-    trainer.save(tmp_path / "clf", {"threshold": threshold, "max_length": 32})
+    _, (threshold, prompt_threshold), _ = trainer.validate()
+    trainer.save(tmp_path / "clf", {"threshold": threshold, "prompt_threshold": prompt_threshold, "max_length": 32})
     data = tmp_path / "eval.jsonl"
     data.write_text("".join(json.dumps({"prompt": e.prompt, "response": e.response or "",
                                         "label": "refuse" if e.label else "comply"}) + "\n" for e in rows))

@@ -38,6 +38,9 @@ class ClassifierDataConfig:
     holdout_value: str | None = None
     prompt_only: bool = True
     """Keep prompt-only rows (the pre-generation decision the serving endpoint offers)."""
+    swap_prompts: bool = True
+    """Add, for each training pair, a copy with a prompt of the other kind (harmful <->
+    benign) and the same label, so pair decisions are read from the response."""
 
     def validate(self) -> None:
         check(len(self.sources) > 0, "sources", "needs at least one data source")

@@ -8,9 +8,10 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 
-def binary_metrics(p_refuse, labels, threshold: float = 0.5) -> dict:
+def binary_metrics(p_refuse, labels, threshold=0.5) -> dict:
     """accuracy, precision/recall/F1 of "refuse", AUROC (None if one class only), the
-    confusion matrix [[TN, FP], [FN, TP]] (rows = true comply/refuse) and the count."""
+    confusion matrix [[TN, FP], [FN, TP]] (rows = true comply/refuse) and the count.
+    `threshold` is one number or one per row."""
     p = np.asarray(p_refuse, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int64)
     if len(y) == 0:
@@ -32,17 +33,19 @@ def binary_metrics(p_refuse, labels, threshold: float = 0.5) -> dict:
         "f1": f1,
         "auroc": auroc,
         "confusion": [[tn, fp], [fn, tp]],
-        "threshold": threshold,
+        **({"threshold": float(threshold)} if np.ndim(threshold) == 0 else {}),
     }
 
 
-def grouped_metrics(p_refuse, labels, is_pair, threshold: float = 0.5) -> dict:
-    """Metrics over all rows, over (prompt, response) pairs, and over prompt-only rows."""
+def grouped_metrics(p_refuse, labels, is_pair, pair_threshold: float = 0.5, prompt_threshold: float | None = None) -> dict:
+    """Metrics over all rows, over (prompt, response) pairs, and over prompt-only rows,
+    each kind at its own threshold (prompt_threshold defaults to pair_threshold)."""
     p, y, pair = np.asarray(p_refuse), np.asarray(labels), np.asarray(is_pair, dtype=bool)
+    prompt_threshold = pair_threshold if prompt_threshold is None else prompt_threshold
     return {
-        "all": binary_metrics(p, y, threshold),
-        "pairs": binary_metrics(p[pair], y[pair], threshold),
-        "prompt_only": binary_metrics(p[~pair], y[~pair], threshold),
+        "all": binary_metrics(p, y, np.where(pair, pair_threshold, prompt_threshold)),
+        "pairs": binary_metrics(p[pair], y[pair], pair_threshold),
+        "prompt_only": binary_metrics(p[~pair], y[~pair], prompt_threshold),
     }
 
 

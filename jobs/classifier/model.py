@@ -100,7 +100,10 @@ class DecisionClassifier:
         self.model = model.to(self.device).eval()
         self.tokenizer = tokenizer
         self.meta = meta
+        # Two uses, two thresholds: reading a (prompt, response) pair, and deciding from
+        # the prompt alone before any response exists.
         self.threshold = float(meta.get("threshold", 0.5))
+        self.prompt_threshold = float(meta.get("prompt_threshold", self.threshold))
         self.max_length = int(meta.get("max_length", 256))
 
     @classmethod
@@ -128,8 +131,13 @@ class DecisionClassifier:
 
     def predict(self, prompts: list[str], responses: list[str | None] | None = None,
                 batch_size: int = 64) -> list[Decision]:
+        responses = list(responses) if responses is not None else [None] * len(prompts)
         probs = self.predict_proba(prompts, responses, batch_size)
-        return [Decision(p, "refuse" if p >= self.threshold else "comply") for p in probs]
+        return [Decision(p, "refuse" if p >= self.threshold_for(r) else "comply") for p, r in zip(probs, responses)]
+
+    def threshold_for(self, response: str | None) -> float:
+        """The pair threshold, or the prompt-only one when there is no response yet."""
+        return self.threshold if (response is not None and response.strip()) else self.prompt_threshold
 
 
 def save_classifier(model, tokenizer, meta: dict, path: Path) -> None:

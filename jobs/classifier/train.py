@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
 import shutil
 import sys
 import tempfile
@@ -63,6 +64,8 @@ def load_splits(cfg: ClassifierDataConfig) -> ClassifierData:
         0 if test else cfg.test_fraction,
     )
     train, v, t = split_by_seed(rows, fractions, cfg.seed, group=lambda e: e.group)
+    if cfg.swap_prompts:
+        train = train + swapped_prompt_pairs(train, cfg.seed)
     data = ClassifierData(train, val or v, test or t)
     if not data.train:
         raise DataError("no training rows after splitting (check data.sources and the split fractions)")
@@ -71,6 +74,29 @@ def load_splits(cfg: ClassifierDataConfig) -> ClassifierData:
     if not data.validation:
         raise DataError("no validation rows: raise data.val_fraction or give data.validation sources")
     return data
+
+
+def swapped_prompt_pairs(rows: list[Example], seed: int) -> list[Example]:
+    """For each pair, a copy whose prompt comes from the other kind of prompt (harmful <->
+    benign, where known) with the label kept. In real data harmful prompts are nearly
+    always refused, so without these rows a classifier learns to guess the decision from
+    the prompt and misreads a model that complies with a harmful request."""
+    rng = random.Random(seed)
+    prompts = {True: [], False: [], None: []}
+    for e in rows:
+        if not e.is_pair:
+            prompts[e.meta.get("harmful")].append(e.prompt)
+    everything = [p for group in prompts.values() for p in group]
+    out = []
+    for e in rows:
+        if not e.is_pair:
+            continue
+        harmful = e.meta.get("harmful")
+        pool = prompts[not harmful] if harmful is not None and prompts[not harmful] else everything
+        if pool:
+            out.append(Example(rng.choice(pool), e.response, e.label, e.source, group=e.group,
+                               meta={**e.meta, "swapped_prompt": True}))
+    return out
 
 
 def fingerprint(examples: list[Example]) -> str:
@@ -178,15 +204,21 @@ class ClassifierTrainer:
         elapsed = time.perf_counter() - start
         return {"train_loss": sum(losses) / max(1, len(losses)), "train_rows_per_s": seen * self.world_size / max(elapsed, 1e-9)}
 
-    def validate(self) -> tuple[dict, float, list[float]]:
-        """(metrics by row kind at the chosen threshold, threshold, p_refuse per row)."""
+    def validate(self) -> tuple[dict, tuple[float, float], list[float]]:
+        """(metrics by row kind, (pair threshold, prompt-only threshold), p_refuse per row).
+        Each kind's threshold is chosen on its own validation rows."""
         probs = score(self.module, self.tokenizer, self.val_rows, self.cfg.train.eval_batch_size, self.device)
         labels = [e.label for e in self.val]
-        threshold = choose_threshold(probs, labels, self.cfg.train.threshold_metric)
-        metrics = grouped_metrics(probs, labels, [e.is_pair for e in self.val], threshold)
+        pair = [e.is_pair for e in self.val]
+        thresholds = tuple(
+            choose_threshold([p for p, k in zip(probs, pair) if k == kind], [y for y, k in zip(labels, pair) if k == kind],
+                             self.cfg.train.threshold_metric)
+            for kind in (True, False)
+        )
+        metrics = grouped_metrics(probs, labels, pair, *thresholds)
         eps = 1e-6
         metrics["all"]["loss"] = -sum(math.log(max(p if y else 1 - p, eps)) for p, y in zip(probs, labels)) / len(labels)
-        return metrics, threshold, probs
+        return metrics, thresholds, probs
 
     def save(self, path: Path, meta: dict) -> None:
         save_classifier(self.module, self.tokenizer, meta, path)
@@ -219,7 +251,7 @@ def train_loop_per_worker(args: dict) -> dict | None:
         report = {"epoch": epoch, **stats}
         checkpoint = None
         if rank == 0:
-            metrics, threshold, _ = trainer.validate()
+            metrics, (threshold, prompt_threshold), _ = trainer.validate()
             improved, value = _better(metrics, best, cfg.train.select_metric)
             report.update({f"val_{k}": v for k, v in metrics["all"].items() if isinstance(v, (int, float))})
             report["val_pairs_accuracy"] = metrics["pairs"].get("accuracy")
@@ -227,7 +259,7 @@ def train_loop_per_worker(args: dict) -> dict | None:
             history.append({"epoch": epoch, **stats, "validation": metrics})
             print(f"[classifier] epoch {epoch}: train_loss={stats['train_loss']:.4f} "
                   f"val_{cfg.train.select_metric}={value[0]:.4f} val_loss={-value[1]:.4f} val_accuracy={metrics['all']['accuracy']:.4f} "
-                  f"threshold={threshold:.3f}{' (best)' if improved else ''}", flush=True)
+                  f"thresholds pair={threshold:.3f} prompt={prompt_threshold:.3f}{' (best)' if improved else ''}", flush=True)
             if improved:
                 best = value
                 meta = {
@@ -237,6 +269,7 @@ def train_loop_per_worker(args: dict) -> dict | None:
                     "max_length": cfg.model.max_length,
                     "label_map": {str(k): v for k, v in LABEL_NAMES.items()},
                     "threshold": threshold,
+                    "prompt_threshold": prompt_threshold,
                     "epoch": epoch,
                     "select_metric": cfg.train.select_metric,
                     "metrics": {"validation": metrics},
@@ -300,7 +333,7 @@ def train_classifier(cfg: ClassifierJobConfig) -> Path:
             clf = DecisionClassifier.load(staged)
             probs = clf.predict_proba([e.prompt for e in data.test], [e.response for e in data.test])
             meta["metrics"]["test"] = grouped_metrics(probs, [e.label for e in data.test],
-                                                      [e.is_pair for e in data.test], clf.threshold)
+                                                      [e.is_pair for e in data.test], clf.threshold, clf.prompt_threshold)
         (staged / META).write_text(json.dumps(meta, indent=2, default=str))
         publish_dir(staged, output)
         return output
@@ -313,7 +346,8 @@ def evaluate_classifier(model_dir: str | Path, examples: list[Example], batch_si
     pairs and prompt-only rows (plus threshold-free AUROC in each)."""
     clf = DecisionClassifier.load(model_dir)
     probs = clf.predict_proba([e.prompt for e in examples], [e.response for e in examples], batch_size)
-    return grouped_metrics(probs, [e.label for e in examples], [e.is_pair for e in examples], clf.threshold)
+    return grouped_metrics(probs, [e.label for e in examples], [e.is_pair for e in examples], clf.threshold,
+                           clf.prompt_threshold)
 
 
 __all__ = ["ClassifierData", "ClassifierTrainer", "load_splits", "train_classifier", "evaluate_classifier",
