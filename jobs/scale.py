@@ -57,6 +57,14 @@ def ensure_process_group() -> None:
 
     if dist.is_initialized():
         return
+    # Ray's in-process mode destroys its group with plain torch.distributed when a run
+    # ends, leaving DeepSpeed holding the dead group ("Group ... is not registered" on the
+    # next engine): drop those references before making a new group.
+    from deepspeed.utils import groups
+
+    release = getattr(groups, "_release_process_group_references", None)  # deepspeed 0.19 (pinned)
+    if release is not None:
+        release(None)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
