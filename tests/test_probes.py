@@ -1,5 +1,4 @@
 import numpy as np
-import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from jobs.evaluation.probes import pre_cot_features, probe_auroc_by_layer

@@ -7,7 +7,7 @@ from transformers import PreTrainedTokenizerFast
 from jobs.errors import ConfigError
 from jobs.templates import TemplateConfig, detect_family, render_prompt, split_thinking
 
-from tests.tiny_models import GENERIC, QWEN3, R1_NEW, R1_OLD, SPECIALS, train_bpe
+from tests.tiny_models import GENERIC, QWEN3, R1_NEW, R1_OLD, train_bpe
 
 
 @pytest.fixture(scope="module")
