@@ -29,8 +29,11 @@ def toy_rows(n=48):
 def cfg_for(backbone, tmp_path, **overrides):
     base = {"output_dir": str(tmp_path / "clf"), "model": {"backbone": backbone, "max_length": 32},
             "train": {"epochs": 6, "batch_size": 8, "learning_rate": 2e-3, "warmup_ratio": 0.0}}
-    for k, v in overrides.items():
-        base.setdefault(k, {}).update(v) if isinstance(v, dict) else base.__setitem__(k, v)
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            base.setdefault(key, {}).update(value)
+        else:
+            base[key] = value
     return from_dict(ClassifierJobConfig, base)
 
 

@@ -11,6 +11,7 @@ then the adapter published atomically, optionally merged).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
@@ -190,7 +191,7 @@ class AlignTrainer:
 
             ctx = deepspeed.zero.GatheredParameters(trainable, modifier_rank=None)
         else:
-            ctx = _nullcontext()
+            ctx = contextlib.nullcontext()
         with ctx:
             lora = {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(module.lm).items()}
             head = {k: v.detach().cpu().clone() for k, v in module.head.state_dict().items()}
@@ -226,14 +227,6 @@ class AlignTrainer:
             (out / META).write_text(json.dumps(meta, indent=2, default=str))
         dist.barrier()
         return path
-
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 class _Window:

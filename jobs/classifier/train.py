@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from jobs.classifier.config import ClassifierDataConfig, ClassifierJobConfig
-from jobs.classifier.metrics import binary_metrics, choose_threshold, grouped_metrics
+from jobs.classifier.metrics import choose_threshold, grouped_metrics
 from jobs.artifacts import publish_dir
 from jobs.classifier.model import META, DecisionClassifier, encode, load_backbone, pad_batch, save_classifier, score
 from jobs.config import from_dict, to_dict
@@ -157,11 +157,6 @@ class ClassifierTrainer:
             model=self.model, optimizer=self.optimizer, lr_scheduler=self.scheduler, config=ds
         )
 
-    @property
-    def module(self):
-        """The bare Hugging Face model (for validation and saving)."""
-        return self.model
-
     def loss_step(self, rows: list[list[int]], labels: list[int]) -> torch.Tensor:
         """Mean cross-entropy over the batch of token rows (forward + loss)."""
         batch = {k: v.to(self.device) for k, v in pad_batch(rows, self.tokenizer.pad_token_id).items()}
@@ -207,7 +202,7 @@ class ClassifierTrainer:
     def validate(self) -> tuple[dict, tuple[float, float], list[float]]:
         """(metrics by row kind, (pair threshold, prompt-only threshold), p_refuse per row).
         Each kind's threshold is chosen on its own validation rows."""
-        probs = score(self.module, self.tokenizer, self.val_rows, self.cfg.train.eval_batch_size, self.device)
+        probs = score(self.model, self.tokenizer, self.val_rows, self.cfg.train.eval_batch_size, self.device)
         labels = [e.label for e in self.val]
         pair = [e.is_pair for e in self.val]
         thresholds = tuple(
@@ -221,7 +216,7 @@ class ClassifierTrainer:
         return metrics, thresholds, probs
 
     def save(self, path: Path, meta: dict) -> None:
-        save_classifier(self.module, self.tokenizer, meta, path)
+        save_classifier(self.model, self.tokenizer, meta, path)
 
 
 def _better(metrics: dict, best: tuple | None, key: str) -> tuple[bool, tuple]:
@@ -349,6 +344,3 @@ def evaluate_classifier(model_dir: str | Path, examples: list[Example], batch_si
     return grouped_metrics(probs, [e.label for e in examples], [e.is_pair for e in examples], clf.threshold,
                            clf.prompt_threshold)
 
-
-__all__ = ["ClassifierData", "ClassifierTrainer", "load_splits", "train_classifier", "evaluate_classifier",
-           "train_loop_per_worker", "binary_metrics"]
