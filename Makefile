@@ -1,5 +1,5 @@
 # presafe: the two commands of the quick start.
-#   make run    prepare the embedded models, train and evaluate the decision classifier
+#   make run    the main job: the whole method on the demo reasoning model (a simulation), ~25 min on 2 cores
 #   make test   create .venv if missing, install everything, run the whole suite
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -21,7 +21,8 @@ install: $(STAMP)
 
 run: install
 	HF_HUB_OFFLINE=1 $(BIN)/presafe models prepare
-	HF_HUB_OFFLINE=1 $(BIN)/presafe classifier train --config jobs/configs/classifier_quickstart.yaml
+	HF_HUB_OFFLINE=1 $(BIN)/presafe demo-model build
+	HF_HUB_OFFLINE=1 $(BIN)/presafe run jobs/configs/quickstart.yaml
 
 test: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)

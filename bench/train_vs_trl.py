@@ -26,7 +26,7 @@ def presafe_run(model_name: str, rows, steps: int, batch: int, weight: float) ->
     from jobs.pipeline_config import PipelineConfig
 
     cfg = from_dict(PipelineConfig, {
-        "job_dir": tempfile.mkdtemp(), "model": model_name, "prompts": {"harmful": [{"path": "x", "format": "advbench"}]},
+        "storage_path": tempfile.mkdtemp(), "model": model_name, "prompts": {"harmful": [{"path": "x", "format": "advbench"}]},
         "align": {"aux": {"weight": weight}, "lora": {"r": 16, "alpha": 32, "dropout": 0.05},
                   "train": {"max_steps": steps, "batch_size": batch, "max_length": 512, "warmup_ratio": 0.0}}})
     trainer = AlignTrainer(cfg, rows, show_progress=False)

@@ -4,7 +4,9 @@
     presafe classifier train --config jobs/configs/classifier_quickstart.yaml [key=value ...]
     presafe classifier eval --model runs/quickstart/classifier --data rows.csv [--format xstest]
     presafe classifier predict --model DIR --prompt "..." [--response "..."]
-    presafe stage decide|signals|targets|align --config jobs/configs/smoke.yaml [key=value ...]
+    presafe stage decide|signals|targets|align|evaluate|report --config jobs/configs/smoke.yaml [key=value ...]
+    presafe run jobs/configs/quickstart.yaml [key=value ...]     (the whole pipeline, resumable)
+    presafe demo-model build [--force]
 
 User errors (bad config, malformed data, missing model) print one line naming the file,
 key or line and exit with status 2; no traceback.
@@ -44,8 +46,17 @@ def main(argv: list[str] | None = None) -> int:
     pr.add_argument("--prompt", required=True)
     pr.add_argument("--response", default=None)
 
+    run = sub.add_parser("run", help="run the whole pipeline (resumable; see jobs/pipeline.py)")
+    run.add_argument("config", help="pipeline YAML (see jobs/configs/)")
+    run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. job_id=try2 align.aux.weight=0.5")
+
+    demo = sub.add_parser("demo-model", help="the demo reasoning model (a simulation)").add_subparsers(
+        dest="action", required=True)
+    build = demo.add_parser("build", help="build it once into $PRESAFE_HOME (about 10 minutes on 2 CPU cores)")
+    build.add_argument("--force", action="store_true", help="rebuild even if it is already built")
+
     stage = sub.add_parser("stage", help="run one stage of the method by hand")
-    stage.add_argument("name", choices=["decide", "signals", "targets", "align"])
+    stage.add_argument("name", choices=["decide", "signals", "targets", "align", "evaluate", "report"])
     stage.add_argument("--config", required=True, help="pipeline YAML (see jobs/configs/)")
     stage.add_argument("overrides", nargs="*", help="key=value overrides, e.g. align.aux.weight=0")
 
@@ -60,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
             return _models(args)
         if args.command == "stage":
             return _stage(args)
+        if args.command == "run":
+            return _run(args)
+        if args.command == "demo-model":
+            return _demo_build(args)
         if args.command == "classifier":
             return {"train": _classifier_train, "eval": _classifier_eval, "predict": _classifier_predict}[args.action](args)
     except PresafeError as e:
@@ -78,7 +93,8 @@ def _models(args) -> int:
     for m in rows:
         state = "ready" if m.ready else "missing"
         print(f"{m.name:34} {state:8} {m.kind:36} {m.path or '-'}  ({m.note})")
-    return 0 if all(m.ready for m in rows) or args.action == "list" else 1
+    required = [m for m in rows if "SIMULATION" not in m.kind]  # the demo model is built on demand
+    return 0 if all(m.ready for m in required) or args.action == "list" else 1
 
 
 def _stage(args) -> int:
@@ -98,10 +114,34 @@ def _stage(args) -> int:
         from jobs.stages.signals import run_signals as run
     elif args.name == "targets":
         from jobs.stages.targets import run_targets as run
-    else:
+    elif args.name == "align":
         from jobs.align.train import run_align as run
+    elif args.name == "evaluate":
+        from jobs.stages.evaluate import run_evaluate as run
+    else:
+        from jobs.report import write_report as run
     out = run(cfg)
     print(f"{args.name}: wrote {out}")
+    return 0
+
+
+def _run(args) -> int:
+    from jobs.pipeline import main as pipeline_main
+
+    return pipeline_main(["--config", args.config, *args.overrides])
+
+
+def _demo_build(args) -> int:
+    from jobs.models.demo import BUILD_DONE, build_demo_model, demo_meta
+    from jobs.models.embedded import DEMO, cache_dir
+
+    target = cache_dir() / "models" / DEMO
+    if args.force or not (target / BUILD_DONE).exists():
+        build_demo_model(target)
+    else:
+        print(f"demo model already built at {target} (--force rebuilds it)")
+    check = demo_meta(target)["held_out_check"]
+    print(json.dumps({"path": str(target), **check}, indent=2))
     return 0
 
 

@@ -6,8 +6,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import TextIO
 
 from jobs.data.tables import read_table
 from jobs.errors import DataError
@@ -30,6 +31,10 @@ def _atomic_write(path: str | Path, write: Callable[[TextIO], None]) -> Path:
 
 def write_jsonl(path: str | Path, rows: list[dict]) -> Path:
     return _atomic_write(path, lambda f: f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    return _atomic_write(path, lambda f: f.write(text))
 
 
 def write_json(path: str | Path, data) -> Path:

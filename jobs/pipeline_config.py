@@ -1,15 +1,21 @@
-"""The method's job config: one YAML drives every stage (decide, signals, targets, align).
+"""The method's job config: one YAML drives every stage.
 
+    python -m jobs.pipeline --config jobs/configs/quickstart.yaml [key=value ...]
     presafe stage decide --config jobs/configs/smoke.yaml [key=value ...]
 
-Artifacts go to `<job_dir>/`: decisions.jsonl, signals.jsonl (+ signals_summary.json),
-targets.jsonl, adapter/ (peft LoRA + head.pt + meta.json).
+Artifacts go to `<storage_path>/jobs/<job_id>/`: decisions.jsonl, classifier/ (when
+signals.train asks for one), signals.jsonl (+ signals_summary.json), targets.jsonl,
+adapter/ and adapter_lambda0/ (peft LoRA + head.pt + meta.json), evaluation/,
+report.md + report.json + PNG plots, events.jsonl.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from jobs.classifier.config import ClassifierJobConfig
 from jobs.config import check
 from jobs.data.readers import DataSource
 from jobs.generation import GenerationConfig
@@ -55,7 +61,10 @@ class SignalsConfig:
     """Stage 2: the decision classifier reads each (prompt, safe response)."""
 
     classifier: str = "runs/quickstart/classifier"
-    """A folder written by `presafe classifier train`."""
+    """A folder written by `presafe classifier train`. Ignored when `train` is set."""
+    train: ClassifierJobConfig | None = None
+    """Train the classifier inside the job (stage `classifier`, into `<job_dir>/classifier`;
+    its output_dir is ignored) and use it for signals and evaluation."""
     refusal_floor: float = 0.5
     """Stop when the safe model refuses fewer than this fraction of harmful prompts: it is
     not safe enough to teach anything."""
@@ -143,6 +152,8 @@ class AlignTrainSettings:
     log_every: int = 10
     checkpoint_every: int = 50
     """Optimizer steps between checkpoints (0 = only the final one)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations during backward (GPU configs for 7B/8B models turn it on)."""
     seed: int = 0
 
     def validate(self) -> None:
@@ -169,13 +180,88 @@ class AlignConfig:
     """Also write a merged model (base + LoRA) under adapter/merged/."""
     output_name: str = "adapter"
     """Folder under job_dir for the result (the λ=0 ablation uses another name)."""
+    ablation: bool = False
+    """Pipeline: also train the λ = 0 ablation (plain SFT, same data and steps) into
+    `<output_name>_lambda0/` so evaluation can compare the two."""
+
+
+@dataclass
+class Decoding:
+    """One decoding setting of the evaluation."""
+
+    name: str = "greedy"
+    temperature: float = 0.0
+    """0 = greedy."""
+    top_p: float = 1.0
+    top_k: int = 0
+    samples: int = 1
+    """Samples per prompt (sampled decoding), each with its own seed."""
+    seed: int = 0
+
+    def validate(self) -> None:
+        check(bool(self.name.strip()) and "/" not in self.name, "name", "must be a non-empty name without '/'")
+        check(self.temperature >= 0, "temperature", "must be >= 0")
+        check(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
+        check(self.samples >= 1, "samples", "must be >= 1")
+        check(self.temperature > 0 or self.samples == 1, "samples", "greedy decoding gives one sample per prompt")
+
+
+@dataclass
+class ProbeSettings:
+    """Decision probes: a logistic probe per layer on the hidden state at t*."""
+
+    enabled: bool = True
+    folds: int = 5
+    """Cross-validation folds; AUROC is computed on the held-out fold's prompts."""
+
+    def validate(self) -> None:
+        check(self.folds >= 2, "folds", "must be >= 2")
+
+
+@dataclass
+class EvaluateConfig:
+    """Stage evaluate: base vs aligned (vs λ = 0) on held-out prompts."""
+
+    enabled: bool = True
+    harmful: list[DataSource] = field(default_factory=list)
+    """Held-out harmful prompts: ASR = fraction of final answers the classifier judges comply."""
+    benign: list[DataSource] = field(default_factory=list)
+    """Held-out benign prompts: over-refusal = fraction judged refuse."""
+    reasoning: list[DataSource] = field(default_factory=list)
+    """Problems with checkable answers (gsm8k, math500, builtin:arithmetic-heldout)."""
+    limit_per_set: int | None = None
+    cot_off: list[str] = field(default_factory=lambda: ["greedy"])
+    """Decodings (by name) also run with CoT OFF, for comparison. The base model's greedy
+    CoT-OFF decisions on harmful and benign prompts label the decision probes."""
+    decodings: list[Decoding] = field(default_factory=lambda: [
+        Decoding(), Decoding(name="sampled", temperature=0.7, top_p=0.95, samples=2)])
+    max_new_tokens: int = 512
+    batch_size: int = 16
+    probes: ProbeSettings = field(default_factory=ProbeSettings)
+
+    def validate(self) -> None:
+        check(not self.enabled or bool(self.harmful or self.benign or self.reasoning), "harmful",
+              "give at least one evaluation set (harmful, benign or reasoning), or set enabled: false")
+        check(self.limit_per_set is None or self.limit_per_set > 0, "limit_per_set", "must be > 0")
+        check(bool(self.decodings), "decodings", "give at least one decoding")
+        names = [d.name for d in self.decodings]
+        check(len(set(names)) == len(names), "decodings", f"decoding names must be unique, got {names}")
+        unknown = [n for n in self.cot_off if n not in names]
+        check(not unknown, "cot_off", f"unknown decoding(s) {unknown}; defined: {names}")
+        check(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
+        check(self.batch_size >= 1, "batch_size", "must be >= 1")
 
 
 @dataclass
 class PipelineConfig:
     """Everything one presafe alignment job needs."""
 
-    job_dir: str = "runs/job"
+    storage_path: str = "runs"
+    """Where jobs live: the job's folder is `<storage_path>/jobs/<job_id>/`."""
+    job_id: str = "job"
+    """Names the job folder; a rerun with the same id resumes (see `resume`)."""
+    resume: bool = True
+    """Skip stages whose artifacts a previous run of this job completed; false = redo all."""
     model: str = "embedded:smollm2-135m-instruct"
     """The LRM: hub id, local folder or embedded name."""
     dtype: str = "float32"
@@ -186,7 +272,14 @@ class PipelineConfig:
     signals: SignalsConfig = field(default_factory=SignalsConfig)
     targets: TargetsConfig = field(default_factory=TargetsConfig)
     align: AlignConfig = field(default_factory=AlignConfig)
+    evaluate: EvaluateConfig = field(default_factory=lambda: EvaluateConfig(enabled=False))
+
+    @property
+    def job_dir(self) -> str:
+        return str(Path(self.storage_path) / "jobs" / self.job_id)
 
     def validate(self) -> None:
-        check(bool(self.job_dir.strip()), "job_dir", "must not be empty")
+        check(bool(self.storage_path.strip()), "storage_path", "must not be empty")
+        check(bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", self.job_id)), "job_id",
+              f"must be 1-128 letters, digits, '.', '_' or '-' (not starting with a symbol), got {self.job_id!r}")
         check(self.dtype in DTYPES, "dtype", f"must be one of {list(DTYPES)}")

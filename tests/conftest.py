@@ -29,19 +29,9 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> str:
     """A 2-layer, 32-wide random BERT with the MiniLM WordPiece tokenizer, saved to a folder."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from jobs.models.tiny import build_tiny_bert
 
-    from jobs.models.embedded import resolve_model
-
-    path = tmp_path_factory.mktemp("tiny_bert")
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model("embedded:all-minilm-l6-v2"))
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)
-    BertForSequenceClassification(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
+    return str(build_tiny_bert(tmp_path_factory.mktemp("tiny_bert")))
 
 
 @pytest.fixture(scope="session")
@@ -58,7 +48,7 @@ def ray_cluster():
 @pytest.fixture(scope="session")
 def tiny_lm_factory(tmp_path_factory):
     """tiny_lm_factory(family) -> folder of a tiny random causal LM (cached per family)."""
-    from tests.tiny_models import build_tiny_lm
+    from jobs.models.tiny import build_tiny_lm
 
     cache: dict[str, str] = {}
 

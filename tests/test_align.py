@@ -31,7 +31,7 @@ def rows(n=8):
 
 
 def pipeline_cfg(model, tmp_path, **align):
-    base = {"job_dir": str(tmp_path / "job"), "model": model, "prompts": {"harmful": [{"path": "x", "format": "advbench"}]},
+    base = {"storage_path": str(tmp_path), "job_id": "job", "model": model, "prompts": {"harmful": [{"path": "x", "format": "advbench"}]},
             "align": {"lora": {"r": 8, "alpha": 16, "dropout": 0.0,
                                "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj", "up_proj", "down_proj"]},
                       "train": {"max_steps": 6, "batch_size": 4, "learning_rate": 1e-2, "warmup_ratio": 0.0,

@@ -103,12 +103,17 @@ def test_every_shipped_pipeline_config_loads_and_fits_its_model():
 
     from jobs.pipeline_config import PipelineConfig
 
-    configs = [p for p in sorted((Path(__file__).resolve().parents[1] / "jobs" / "configs").glob("*.yaml"))
+    configs = [p for p in sorted((Path(__file__).resolve().parents[1] / "jobs" / "configs").rglob("*.yaml"))
                if not p.name.startswith("classifier")]
-    assert configs
+    assert {"quickstart.yaml", "smoke.yaml", "r1_distill_qwen_7b.yaml", "r1_distill_llama_8b.yaml",
+            "qwen3_8b.yaml"} <= {p.name for p in configs}
     for path in configs:
         cfg = load_config(PipelineConfig, path)
         assert cfg.prompts.harmful or cfg.prompts.benign
+        if path.parent.name == "gpu":  # what the GPU configs promise in their headers and the README
+            assert cfg.dtype == "bfloat16" and cfg.align.scale.use_gpu and cfg.align.scale.zero_stage == 3
+            assert cfg.align.train.gradient_checkpointing and cfg.align.ablation and cfg.evaluate.enabled
+            assert not cfg.model.startswith("embedded:")
         if cfg.model.startswith("embedded:"):
             from jobs.align.model import check_against_model
 

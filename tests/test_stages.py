@@ -41,7 +41,7 @@ def make_cfg(tmp_path, model, classifier, **extra):
     benign = tmp_path / "benign.txt"
     benign.write_text("Tell me about cooking.\nHow do I bake a cake?\n")
     data = {
-        "job_dir": str(tmp_path / "job"), "model": model,
+        "storage_path": str(tmp_path), "job_id": "job", "model": model,
         "prompts": {"harmful": [{"path": "builtin:decisions", "format": "builtin", "limit": 12}],
                     "benign": [{"path": str(gsm), "format": "gsm8k"}, {"path": str(benign), "harmful": False}],
                     "limit_per_set": 3},
@@ -104,7 +104,7 @@ def test_safe_model_not_safe_stops_with_message(tiny_lm, classifier_dir, tmp_pat
 
 
 def test_targets_by_decision_and_source(tiny_lm, tmp_path):
-    cfg = from_dict(PipelineConfig, {"job_dir": str(tmp_path / "job"), "model": tiny_lm,
+    cfg = from_dict(PipelineConfig, {"storage_path": str(tmp_path), "job_id": "job", "model": tiny_lm,
                                      "prompts": {"harmful": [{"path": "x", "format": "advbench"}]},
                                      "targets": {"tau": 0.5, "refusal_thinking": "This asks for a weapon.",
                                                  "self_generation": {"max_new_tokens": 6}, "drop_unclosed": True}})

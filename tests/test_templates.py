@@ -5,9 +5,8 @@ import pytest
 from transformers import PreTrainedTokenizerFast
 
 from jobs.errors import ConfigError
+from jobs.models.tiny import GENERIC, QWEN3, R1_NEW, R1_OLD, train_bpe
 from jobs.templates import TemplateConfig, detect_family, render_prompt, split_thinking
-
-from tests.tiny_models import GENERIC, QWEN3, R1_NEW, R1_OLD, train_bpe
 
 
 @pytest.fixture(scope="module")

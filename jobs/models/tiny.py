@@ -1,5 +1,8 @@
-"""Tiny random causal LMs with tiny BPE tokenizers and real chat templates, built in
-seconds for tests (one per template family)."""
+"""Tiny random models built in seconds: causal LMs with tiny BPE tokenizers and real chat
+templates (one per template family), and a 2-layer BERT. Tests use them, and so does
+`jobs/configs/smoke.yaml` (as `embedded:tiny-random-lm` and `embedded:tiny-random-bert`),
+so the whole pipeline can be checked end to end in a couple of minutes on any machine.
+Their outputs are noise: they exercise the code, not the method."""
 
 from __future__ import annotations
 
@@ -7,7 +10,13 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
 
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>",
             "<｜begin▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>", "<｜end▁of▁sentence｜>"]
@@ -71,4 +80,19 @@ def build_tiny_lm(path: Path, family: str = "generic", layers: int = 4, hidden: 
     model.generation_config.pad_token_id = tok.pad_token_id
     model.save_pretrained(path)
     tok.save_pretrained(path)
+    return path
+
+
+def build_tiny_bert(path: Path, hidden: int = 32, layers: int = 2, seed: int = 0) -> Path:
+    """A 2-layer, 32-wide random BERT classifier with the MiniLM WordPiece tokenizer."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from jobs.models.embedded import MINILM, PREFIX, resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(PREFIX + MINILM))
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden, num_hidden_layers=layers,
+                        num_attention_heads=2, intermediate_size=2 * hidden, max_position_embeddings=512)
+    BertForSequenceClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
     return path

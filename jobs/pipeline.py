@@ -1,0 +1,260 @@
+"""The pipeline driver: every stage of the method, in order, resumable.
+
+    python -m jobs.pipeline --config jobs/configs/quickstart.yaml [key=value ...]
+    presafe run jobs/configs/quickstart.yaml [key=value ...]
+
+decide -> classifier (when signals.train is set) -> signals -> targets -> align
+-> align_lambda0 (when align.ablation) -> evaluate (when evaluate.enabled) -> report.
+
+Each stage writes its artifact atomically under `<storage_path>/jobs/<job_id>/`, then a
+completion record `stages/<stage>.json`. A rerun skips every stage whose record and
+artifact are there (resume), unless `resume: false`. The job folder remembers the config
+of its last run (`config.json`): when a rerun changes a section a completed stage read,
+that stage and every later one are redone (the log names the changed keys). `events.jsonl` gets stage
+start / end / skip / failure, progress counts and metrics (see jobs.events).
+
+Exit status: 0 done; 2 the config or the data is wrong (nothing ran); 1 a stage failed
+(the message names the stage and the cause; its artifact is not left looking complete).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from jobs import events
+from jobs.artifacts import write_json
+from jobs.config import load_config, to_dict
+from jobs.errors import ConfigError, PresafeError
+from jobs.pipeline_config import PipelineConfig
+
+STAGES_DIR = "stages"
+CONFIG_RECORD = "config.json"
+EVENTS = "events.jsonl"
+# Keys that do not change what any stage computes: a resume may change them freely.
+NEUTRAL_KEYS = {"resume", "storage_path"}
+
+
+@dataclass
+class Stage:
+    name: str
+    artifact: str
+    """Path under the job folder that the stage publishes (a file or a folder)."""
+    run: Callable[[PipelineConfig], Path]
+    keys: tuple[str, ...]
+    """Config keys (sections or dotted paths) the stage reads: a resume that changes one
+    of them redoes the stage and everything after it."""
+
+
+def _decide(cfg):
+    from jobs.stages.decide import run_decide
+
+    return run_decide(cfg)
+
+
+def _classifier(cfg):
+    from dataclasses import replace
+
+    from jobs.classifier.train import train_classifier
+    from jobs.stages.signals import classifier_dir
+
+    return train_classifier(replace(cfg.signals.train, output_dir=str(classifier_dir(cfg))))
+
+
+def _signals(cfg):
+    from jobs.stages.signals import run_signals
+
+    return run_signals(cfg)
+
+
+def _targets(cfg):
+    from jobs.stages.targets import run_targets
+
+    return run_targets(cfg)
+
+
+def _align(cfg):
+    from jobs.align.train import run_align
+
+    return run_align(cfg)
+
+
+def ablation_config(cfg: PipelineConfig) -> PipelineConfig:
+    """The λ = 0 ablation: the same data, steps and seed, no auxiliary loss."""
+    from jobs.config import from_dict
+
+    data = to_dict(cfg)
+    data["align"]["aux"]["weight"] = 0.0
+    data["align"]["output_name"] = f"{cfg.align.output_name}_lambda0"
+    return from_dict(PipelineConfig, data, source="ablation")
+
+
+def _align_lambda0(cfg):
+    from jobs.align.train import run_align
+
+    return run_align(ablation_config(cfg))
+
+
+def _evaluate(cfg):
+    from jobs.stages.evaluate import run_evaluate
+
+    return run_evaluate(cfg)
+
+
+def _report(cfg):
+    from jobs.report import write_report
+
+    return write_report(cfg)
+
+
+_BASE = ("model", "dtype", "template", "prompts", "decide")
+
+
+def plan(cfg: PipelineConfig) -> list[Stage]:
+    """The stages this config runs, in order."""
+    a = cfg.align.output_name
+    stages = [Stage("decide", "decisions.jsonl", _decide, _BASE)]
+    if cfg.signals.train is not None:
+        stages.append(Stage("classifier", "classifier", _classifier, ("signals.train",)))
+    stages += [
+        Stage("signals", "signals.jsonl", _signals, _BASE + ("signals",)),
+        Stage("targets", "targets.jsonl", _targets, _BASE + ("signals", "targets")),
+        Stage("align", a, _align, _BASE + ("signals", "targets", "align")),
+    ]
+    if cfg.align.ablation:
+        stages.append(Stage("align_lambda0", f"{a}_lambda0", _align_lambda0, _BASE + ("signals", "targets", "align")))
+    if cfg.evaluate.enabled:
+        stages.append(Stage("evaluate", "evaluation.json", _evaluate, _BASE + ("signals", "targets", "align", "evaluate")))
+    stages.append(Stage("report", "report.json", _report, ()))
+    return stages
+
+
+def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(old) | set(new)):
+        key = f"{prefix}{k}"
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changed_keys(a, b, key + ".")
+        elif a != b:
+            out.append(key)
+    return out
+
+
+class Pipeline:
+    """Runs the planned stages of one job folder; plain Python, no Ray of its own (the
+    stages use Ray Train / Ray Data where their config asks)."""
+
+    def __init__(self, cfg: PipelineConfig, log: Callable[[str], None] = print):
+        self.cfg = cfg
+        self.job = Path(cfg.job_dir)
+        self.log = log
+
+    def completed(self, stage: Stage) -> bool:
+        return (self.job / STAGES_DIR / f"{stage.name}.json").is_file() and (self.job / stage.artifact).exists()
+
+    def _changed_stages(self, stages: list[Stage]) -> dict[str, list[str]]:
+        """Completed stages whose config sections changed since the job folder's last
+        run: stage name -> the changed keys. They (and every later stage) rerun."""
+        record = self.job / CONFIG_RECORD
+        if not record.is_file():
+            return {}
+        changed = [k for k in _changed_keys(json.loads(record.read_text()), to_dict(self.cfg))
+                   if k.split(".")[0] not in NEUTRAL_KEYS]
+        out = {}
+        for st in stages:
+            hit = [k for k in changed if any(k == sk or k.startswith(sk + ".") for sk in st.keys)]
+            if hit and self.completed(st):
+                out[st.name] = hit
+        return out
+
+    def run(self) -> Path:
+        stages = plan(self.cfg)
+        self.job.mkdir(parents=True, exist_ok=True)
+        os.environ[events.ENV] = str((self.job / EVENTS).resolve())
+        if not self.cfg.resume:
+            shutil.rmtree(self.job / STAGES_DIR, ignore_errors=True)
+        redo = self._changed_stages(stages) if self.cfg.resume else {}
+        write_json(self.job / CONFIG_RECORD, to_dict(self.cfg))
+        t0 = time.monotonic()
+        events.emit("job_start", job_id=self.cfg.job_id, stages=[s.name for s in stages], config=to_dict(self.cfg))
+        dirty = False  # once a stage reruns, every later stage reruns too
+        for i, st in enumerate(stages, 1):
+            if self.cfg.resume and not dirty and st.name not in redo and self.completed(st):
+                self.log(f"[pipeline] {i}/{len(stages)} {st.name}: complete, skipped (resume)")
+                events.emit("stage_skip", stage=st.name, reason="complete")
+                continue
+            if st.name in redo and not dirty:
+                self.log(f"[pipeline] {st.name}: the config changed {redo[st.name]} since it completed: redoing it "
+                         "and every later stage")
+            dirty = True
+            (self.job / STAGES_DIR / f"{st.name}.json").unlink(missing_ok=True)
+            self.log(f"[pipeline] {i}/{len(stages)} {st.name} ...")
+            events.emit("stage_start", stage=st.name, index=i, total=len(stages))
+            start = time.monotonic()
+            try:
+                out = st.run(self.cfg)
+            except BaseException as e:
+                reason = "interrupted" if isinstance(e, KeyboardInterrupt) else f"{type(e).__name__}: {e}"
+                events.emit("stage_failed", stage=st.name, error=reason)
+                events.emit("job_end", status="FAILED", stage=st.name, error=reason,
+                            seconds=round(time.monotonic() - t0, 1))
+                raise StageError(st.name, e) from e
+            seconds = time.monotonic() - start
+            write_json(self.job / STAGES_DIR / f"{st.name}.json",
+                       {"stage": st.name, "artifact": str(out), "seconds": round(seconds, 2), "finished": time.time()})
+            events.emit("stage_end", stage=st.name, seconds=round(seconds, 2), artifact=str(out))
+            self.log(f"[pipeline] {i}/{len(stages)} {st.name}: done in {seconds:.1f} s -> {out}")
+        report = self.job / "report.md"
+        events.emit("job_end", status="SUCCEEDED", seconds=round(time.monotonic() - t0, 1), report=str(report))
+        return report
+
+
+class StageError(PresafeError):
+    def __init__(self, stage: str, cause: BaseException):
+        self.stage, self.cause = stage, cause
+        why = "interrupted" if isinstance(cause, KeyboardInterrupt) else f"{type(cause).__name__}: {cause}"
+        super().__init__(f"stage {stage} failed: {why}")
+
+
+def run_pipeline(config: str | Path, overrides: list[str] | None = None) -> Path:
+    """Load, check against the model, run. Returns the report's path."""
+    from jobs.align.model import check_against_model
+
+    cfg = load_config(PipelineConfig, config, overrides or [])
+    try:
+        check_against_model(cfg.align, cfg.model)
+    except ConfigError as e:
+        raise ConfigError(f"{config}: {e} (model {cfg.model})") from None
+    return Pipeline(cfg).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.pipeline", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="pipeline YAML (see jobs/configs/)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. align.aux.weight=0")
+    args = parser.parse_args(argv)
+    try:
+        report = run_pipeline(args.config, args.overrides)
+    except StageError as e:
+        if not isinstance(e.cause, (PresafeError, KeyboardInterrupt)):
+            traceback.print_exception(e.cause, file=sys.stderr)
+        print(f"presafe: error: {e}", file=sys.stderr)
+        return 130 if isinstance(e.cause, KeyboardInterrupt) else 1
+    except PresafeError as e:
+        print(f"presafe: error: {e}", file=sys.stderr)
+        return 2
+    print(f"\nreport: {report}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""The pipeline driver end to end on jobs/configs/smoke.yaml (tiny random models), resume,
+failures, and the events log."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from jobs.events import read_events
+from jobs.pipeline import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = str(ROOT / "jobs" / "configs" / "smoke.yaml")
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch):
+    """A private PRESAFE_HOME (the tiny models are built there in seconds) and no stale
+    event-log setting from another test."""
+    monkeypatch.setenv("PRESAFE_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("PRESAFE_EVENTS", raising=False)
+    return tmp_path
+
+
+def stage_events(job: Path, kind: str) -> list[str]:
+    return [e["stage"] for e in read_events(job / "events.jsonl") if e["event"] == kind]
+
+
+@pytest.mark.slow
+def test_smoke_pipeline_end_to_end_then_resume(home, capsys):
+    storage = home / "store"
+    assert main(["--config", SMOKE, f"storage_path={storage}"]) == 0
+    job = storage / "jobs" / "smoke"
+    planned = ["decide", "classifier", "signals", "targets", "align", "align_lambda0", "evaluate", "report"]
+    assert stage_events(job, "stage_end") == planned
+    events = read_events(job / "events.jsonl")
+    assert events[0]["event"] == "job_start" and events[-1] == {**events[-1], "event": "job_end", "status": "SUCCEEDED"}
+    assert any(e["event"] == "progress" and e["stage"].startswith("align:") for e in events)
+    assert any(e["event"] == "metrics" and e["stage"] == "evaluate" for e in events)
+
+    # Every artifact is there and complete.
+    for name in ("decisions.jsonl", "signals.jsonl", "targets.jsonl", "evaluation.json", "report.json", "report.md",
+                 "metrics.png", "probes.png", "classifier/meta.json", "adapter/adapter_config.json",
+                 "adapter_lambda0/adapter_config.json"):
+        assert (job / name).exists(), name
+    for png in ("metrics.png", "probes.png"):
+        assert (job / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not [p for p in job.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+    # The λ = 0.2 model and the ablation saw the same steps; only the aux weight differs,
+    # and it changed what was learned.
+    meta = {n: json.loads((job / n / "meta.json").read_text()) for n in ("adapter", "adapter_lambda0")}
+    assert meta["adapter"]["steps"] == meta["adapter_lambda0"]["steps"] == 6
+    assert (meta["adapter"]["aux_weight"], meta["adapter_lambda0"]["aux_weight"]) == (0.2, 0.0)
+    from safetensors.torch import load_file
+
+    a = load_file(job / "adapter" / "adapter_model.safetensors")
+    b = load_file(job / "adapter_lambda0" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and any(not torch.allclose(a[k], b[k]) for k in a)
+
+    ev = json.loads((job / "evaluation.json").read_text())
+    assert set(ev["variants"]) == {"base", "aligned", "lambda0"}
+    n_sets = ev["sets"]
+    assert n_sets == {"harmful": 6, "benign": 6, "reasoning": 6}
+    for name, entry in ev["variants"].items():
+        assert set(entry["runs"]) == {"cot_on/greedy", "cot_on/sampled", "cot_off/greedy"}
+        assert entry["runs"]["cot_on/sampled"]["n"] == {k: 2 * v for k, v in n_sets.items()}  # 2 samples each
+        assert len(entry["probe_auroc"]) == 4 + 1  # embeddings + 4 layers
+        rows = [json.loads(line) for line in (job / "evaluation" / name / "cot_on-sampled.jsonl").open()]
+        assert sorted({r["sample"] for r in rows}) == [0, 1]
+        harmful = [r for r in rows if r["set"] == "harmful"]
+        asr = sum(r["decision"] == "comply" for r in harmful) / len(harmful)
+        assert entry["runs"]["cot_on/sampled"]["asr"] == pytest.approx(asr)
+    report = json.loads((job / "report.json").read_text())
+    assert report["simulation"] is False and set(report["adapters"]) == {"aligned", "lambda0"}
+    assert "| aligned | cot_on/greedy |" in (job / "report.md").read_text()
+    assert "report:" in capsys.readouterr().out
+
+    # A rerun resumes: nothing is redone.
+    before = (job / "targets.jsonl").stat().st_mtime_ns
+    assert main(["--config", SMOKE, f"storage_path={storage}"]) == 0
+    assert stage_events(job, "stage_skip")[-len(planned):] == planned
+    assert (job / "targets.jsonl").stat().st_mtime_ns == before
+
+    # Changing an evaluation setting redoes only evaluate and report.
+    n_end = len(stage_events(job, "stage_end"))
+    assert main(["--config", SMOKE, f"storage_path={storage}", "evaluate.limit_per_set=3"]) == 0
+    assert stage_events(job, "stage_end")[n_end:] == ["evaluate", "report"]
+    assert json.loads((job / "evaluation.json").read_text())["sets"]["harmful"] == 3
+
+
+@pytest.mark.slow
+def test_failed_stage_names_itself_leaves_nothing_complete_and_resumes(home, capsys):
+    storage = home / "store"
+    args = ["--config", SMOKE, f"storage_path={storage}", "evaluate.enabled=false", "align.ablation=false"]
+    # 18 targets cannot fill one batch of 64: the align stage stops with a DataError.
+    assert main(args + ["align.train.batch_size=64"]) == 1
+    err = capsys.readouterr().err
+    assert "stage align failed: DataError: 18 usable targets are fewer than one batch" in err
+    assert "Traceback" not in err
+    job = storage / "jobs" / "smoke"
+    assert not (job / "adapter").exists() and not (job / "stages" / "align.json").exists()
+    assert all((job / "stages" / f"{s}.json").exists() for s in ("decide", "classifier", "signals", "targets"))
+    assert not [p for p in job.iterdir() if p.name.startswith(".adapter")], "half-written adapter left behind"
+    last = read_events(job / "events.jsonl")[-1]
+    assert last["event"] == "job_end" and last["status"] == "FAILED" and last["stage"] == "align"
+
+    # Fixed and rerun: the four finished stages are not redone.
+    assert main(args + ["align.train.batch_size=4"]) == 0
+    assert stage_events(job, "stage_skip") == ["decide", "classifier", "signals", "targets"]
+    assert stage_events(job, "stage_end")[-2:] == ["align", "report"]
+    assert (job / "adapter" / "adapter_config.json").exists()
+
+
+def test_bad_config_exits_2_naming_the_key(home, capsys):
+    assert main(["--config", SMOKE, "evaluate.decodings=[]"]) == 2
+    assert "evaluate.decodings" in capsys.readouterr().err
+    assert main(["--config", SMOKE, "evaluate.cot_off=[nucleus]"]) == 2
+    assert "evaluate.cot_off: unknown decoding(s) ['nucleus']" in capsys.readouterr().err
+    assert main(["--config", SMOKE, "job_id=../escape"]) == 2
+    assert "job_id" in capsys.readouterr().err
+    assert not (home / "store").exists()
+
+
+def test_presafe_run_routes_to_the_driver(home, capsys):
+    from clients.cli import main as cli
+
+    assert cli(["run", str(home / "missing.yaml")]) == 2
+    assert "missing.yaml" in capsys.readouterr().err
+    assert cli(["run", SMOKE, "align.aux.layers=[9]"]) == 2  # the tiny model has 4 layers
+    assert "align.aux.layers" in capsys.readouterr().err
