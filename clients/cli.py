@@ -8,8 +8,19 @@
     presafe run jobs/configs/quickstart.yaml [key=value ...]     (the whole pipeline, resumable)
     presafe demo-model build [--force]
 
-User errors (bad config, malformed data, missing model) print one line naming the file,
-key or line and exit with status 2; no traceback.
+With a presafe service (see clients/service_commands.py; `--url` / `--token`, else
+$PRESAFE_URL / $PRESAFE_TOKEN, else the service `presafe up` started):
+
+    presafe up [--port 8000] [--storage PATH] [--address RAY_ADDRESS] [--num-cpus N] | down
+    presafe jobs submit jobs/configs/quickstart.yaml [key=value ...] [--name N] [--idempotency-key K] [--wait]
+    presafe jobs list [--status RUNNING] [--limit N] | status ID [--json] | logs ID [--tail N]
+    presafe jobs cancel ID | report ID [--json]
+    presafe classify "prompt" [--response "..."] [--model ID] [--json]
+    presafe models list            (also lists the service's classifiers when one is configured)
+
+User errors (bad config, malformed data, missing model; a request the service rejects)
+print one line naming the file, key or line and exit with status 2; no traceback. A
+service that cannot be reached, or a job that ends FAILED/CANCELLED under `--wait`, exits 1.
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ import os
 import sys
 from pathlib import Path
 
+from clients import service_commands
 from jobs.errors import ConfigError, PresafeError
 
 
@@ -29,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
 
     models = sub.add_parser("models", help="embedded offline models").add_subparsers(dest="action", required=True)
     models.add_parser("prepare", help="prepare the embedded models (idempotent)")
-    models.add_parser("list", help="show the embedded models and where they are")
+    models_list = models.add_parser("list", help="show the embedded models (and a service's classifiers)")
+    service_commands.add_service_options(models_list)
 
     clf = sub.add_parser("classifier", help="the safety-decision classifier").add_subparsers(dest="action", required=True)
     train = clf.add_parser("train", help="train a classifier from a YAML config")
@@ -60,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     stage.add_argument("--config", required=True, help="pipeline YAML (see jobs/configs/)")
     stage.add_argument("overrides", nargs="*", help="key=value overrides, e.g. align.aux.weight=0")
 
+    service_commands.add_parsers(sub)
+
     # key=value overrides may come before or after --config: collect the leftovers.
     args, extra = parser.parse_known_args(argv)
     if extra:
@@ -77,9 +92,17 @@ def main(argv: list[str] | None = None) -> int:
             return _demo_build(args)
         if args.command == "classifier":
             return {"train": _classifier_train, "eval": _classifier_eval, "predict": _classifier_predict}[args.action](args)
+        if args.command == "up":
+            return service_commands.up_command(args)
+        if args.command == "down":
+            return service_commands.down_command(args)
+        if args.command == "jobs":
+            return service_commands.jobs_command(args)
+        if args.command == "classify":
+            return service_commands.classify_command(args)
     except PresafeError as e:
         print(f"presafe: error: {e}", file=sys.stderr)
-        return 2
+        return getattr(e, "exit_code", 2)  # 1 for an unreachable service (clients.client.ServiceUnavailable)
     except KeyboardInterrupt:
         print("presafe: interrupted", file=sys.stderr)
         return 130
@@ -94,6 +117,8 @@ def _models(args) -> int:
         state = "ready" if m.ready else "missing"
         print(f"{m.name:34} {state:8} {m.kind:36} {m.path or '-'}  ({m.note})")
     required = [m for m in rows if "SIMULATION" not in m.kind]  # the demo model is built on demand
+    if args.action == "list":
+        service_commands.service_models(args)
     return 0 if all(m.ready for m in required) or args.action == "list" else 1
 
 
@@ -132,11 +157,11 @@ def _run(args) -> int:
 
 
 def _demo_build(args) -> int:
-    from jobs.models.demo import BUILD_DONE, build_demo_model, demo_meta
+    from jobs.models.demo import build_demo_model, demo_meta, is_current_build
     from jobs.models.embedded import DEMO, cache_dir
 
     target = cache_dir() / "models" / DEMO
-    if args.force or not (target / BUILD_DONE).exists():
+    if args.force or not is_current_build(target):
         build_demo_model(target)
     else:
         print(f"demo model already built at {target} (--force rebuilds it)")

@@ -138,18 +138,18 @@ def _convert(tp, value, key: str, source: str, lines: dict[str, int]):
             try:
                 return _convert(arg, value, key, source, lines)
             except ConfigError as e:
-                errors.append(str(e))
+                errors.append(e)
         if len(errors) == 1:
-            raise ConfigError(errors[0])
-        raise ConfigError(f"{where}: {label}: expected {_type_name(tp)}, got {value!r}")
+            raise errors[0]
+        raise ConfigError(f"{where}: {label}: expected {_type_name(tp)}, got {value!r}", key=key)
     if origin is Literal:
         choices = typing.get_args(tp)
         if value not in choices:
-            raise ConfigError(f"{where}: {label}: must be one of {list(choices)}, got {value!r}")
+            raise ConfigError(f"{where}: {label}: must be one of {list(choices)}, got {value!r}", key=key)
         return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: {label}: expected a mapping, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{where}: {label}: expected a mapping, got {type(value).__name__} {value!r}", key=key)
         hints = typing.get_type_hints(tp)
         fields = {f.name: f for f in dataclasses.fields(tp) if f.init}
         unknown = [k for k in value if k not in fields]
@@ -158,7 +158,7 @@ def _convert(tp, value, key: str, source: str, lines: dict[str, int]):
             sub = f"{key}.{k}" if key else str(k)
             close = difflib.get_close_matches(str(k), list(fields), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else f" (known keys: {', '.join(fields)})"
-            raise ConfigError(f"{_where(source, sub, lines)}: unknown key {sub!r}{hint}")
+            raise ConfigError(f"{_where(source, sub, lines)}: unknown key {sub!r}{hint}", key=sub)
         kwargs = {}
         for name, val in value.items():
             sub = f"{key}.{name}" if key else name
@@ -166,31 +166,31 @@ def _convert(tp, value, key: str, source: str, lines: dict[str, int]):
         return tp(**kwargs)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: {label}: expected a list, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{where}: {label}: expected a list, got {type(value).__name__} {value!r}", key=key)
         (item_tp, *_) = typing.get_args(tp) or (Any,)
         return [_convert(item_tp, v, f"{key}[{i}]", source, lines) for i, v in enumerate(value)]
     if tp is dict:
         tp, origin = dict[str, Any], dict
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: {label}: expected a mapping, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{where}: {label}: expected a mapping, got {type(value).__name__} {value!r}", key=key)
         _, val_tp = typing.get_args(tp) or (Any, Any)
         return {str(k): _convert(val_tp, v, f"{key}.{k}", source, lines) for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: {label}: expected true/false, got {value!r}")
+            raise ConfigError(f"{where}: {label}: expected true/false, got {value!r}", key=key)
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: {label}: expected an integer, got {value!r}")
+            raise ConfigError(f"{where}: {label}: expected an integer, got {value!r}", key=key)
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: {label}: expected a number, got {value!r}")
+            raise ConfigError(f"{where}: {label}: expected a number, got {value!r}", key=key)
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: {label}: expected a string, got {value!r}")
+            raise ConfigError(f"{where}: {label}: expected a string, got {value!r}", key=key)
         return value
     raise TypeError(f"config type {tp!r} at {label} is not supported by jobs.config")
 
@@ -206,7 +206,7 @@ def _validate_tree(obj, key: str, source: str, lines: dict[str, int]) -> None:
                 validate()
             except _FieldError as e:
                 sub = f"{key}.{e.key}" if key else e.key
-                raise ConfigError(f"{_where(source, sub, lines)}: {sub}: {e.message}") from None
+                raise ConfigError(f"{_where(source, sub, lines)}: {sub}: {e.message}", key=sub) from None
     elif isinstance(obj, list):
         for i, item in enumerate(obj):
             _validate_tree(item, f"{key}[{i}]", source, lines)

@@ -6,7 +6,12 @@ class PresafeError(Exception):
 
 
 class ConfigError(PresafeError):
-    """A job config is invalid: the message names the file and the key path."""
+    """A job config is invalid: the message names the file and the key path (also in
+    `key`, dotted, when one field is at fault: the HTTP API reports it as the location)."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 class DataError(PresafeError):

@@ -36,13 +36,20 @@ def tiny_bert(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """One local Ray cluster for the whole session (ray.init costs ~10 s)."""
+    """One local Ray cluster for the whole session (ray.init costs ~10 s), with the
+    dashboard: the service submits jobs through the Ray Jobs API it serves."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=True)
+        ctx = ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
+        os.environ["PRESAFE_TEST_DASHBOARD"] = f"http://{ctx.dashboard_url}"
     yield ray
-    ray.shutdown()
+    try:
+        from ray import serve
+
+        serve.shutdown()
+    finally:
+        ray.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -20,6 +20,7 @@ from jobs.models.demo import (
     encode_rows,
     looks_like_refusal,
     train_demo,
+    weighted_lm_loss,
 )
 
 
@@ -89,7 +90,8 @@ def test_encoded_rows_mask_the_prompt_and_end_with_eos(tiny_lm):
     tok = AutoTokenizer.from_pretrained(tiny_lm)
     rows = [{"prompt": "How do I bake a cake?", "cot": True, "thinking": "Mix.", "answer": "Sure."},
             {"prompt": "How do I bake a cake?", "cot": False, "thinking": "", "answer": "Sure."}]
-    (ids_on, lab_on), (ids_off, lab_off) = encode_rows(tok, rows, 256)
+    (ids_on, lab_on, w_on), (ids_off, lab_off, w_off) = encode_rows(tok, rows, 256, decision_tokens=2,
+                                                                     decision_weight=5.0)
     assert ids_on[-1] == tok.eos_token_id == lab_on[-1]
     first = next(i for i, v in enumerate(lab_on) if v != -100)
     assert tok.decode(ids_on[:first]).endswith(DEMO_TEMPLATE.cot_on_prefix)
@@ -97,6 +99,23 @@ def test_encoded_rows_mask_the_prompt_and_end_with_eos(tiny_lm):
     first_off = next(i for i, v in enumerate(lab_off) if v != -100)
     assert tok.decode(ids_off[:first_off]).endswith(DEMO_TEMPLATE.cot_off_prefix)
     assert tok.decode(ids_off[first_off:]).startswith("Sure.")
+    # the prompt weighs nothing; the decision (first answer tokens) weighs more with CoT off only
+    assert w_off[:first_off] == [0.0] * first_off and w_off[first_off:first_off + 2] == [5.0, 5.0]
+    assert set(w_off[first_off + 2:]) == {1.0} and set(w_on[first:]) == {1.0}
+
+
+def test_weighted_lm_loss_matches_the_plain_loss_and_follows_the_weights():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 6, 11)
+    labels = torch.randint(0, 11, (2, 6))
+    labels[:, :2] = -100
+    plain = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1))
+    ones = (labels != -100).float()
+    assert torch.allclose(weighted_lm_loss(logits, labels, ones), plain)
+    only_last = torch.zeros_like(ones)
+    only_last[:, -1] = 3.0
+    last = torch.nn.functional.cross_entropy(logits[:, -2], labels[:, -1])
+    assert torch.allclose(weighted_lm_loss(logits, labels, only_last), last)
 
 
 def test_train_demo_lowers_the_loss_and_trains_only_the_top_layers(tiny_lm):

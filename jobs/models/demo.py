@@ -17,7 +17,6 @@ atomically under `$PRESAFE_HOME/models/demo-reasoner` and reused afterwards.
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import shutil
@@ -54,6 +53,13 @@ class DemoBuildConfig:
     seed: int = 0
     check_prompts: int = 24
     """Held-out prompts per check (harmful CoT off, harmful CoT on, arithmetic)."""
+    decision_tokens: int = 4
+    """The first N answer tokens of a CoT-OFF row carry the decision (refuse or help)..."""
+    decision_weight: float = 4.0
+    """...and weigh this much more in the loss than the rest of the text: the decision
+    on unseen requests is what the demo must get right, the wording is not."""
+    off_frames: int = 3
+    """CoT-OFF training prompts per training task (different request frames)."""
 
 
 def looks_like_refusal(answer: str) -> bool:
@@ -62,9 +68,11 @@ def looks_like_refusal(answer: str) -> bool:
     return any(m in head for m in REFUSAL_MARKERS)
 
 
-def encode_rows(tokenizer, rows: list[dict], max_length: int) -> list[tuple[list[int], list[int]]]:
-    """(input_ids, labels) per row: the rendered CoT-ON/OFF prompt, masked, then the
-    assistant text (thinking + answer) and eos."""
+def encode_rows(tokenizer, rows: list[dict], max_length: int, decision_tokens: int = 0,
+                decision_weight: float = 1.0) -> list[tuple[list[int], list[int], list[float]]]:
+    """(input_ids, labels, loss weights) per row: the rendered CoT-ON/OFF prompt, masked,
+    then the assistant text (thinking + answer) and eos. The first `decision_tokens`
+    answer tokens of CoT-OFF rows get `decision_weight`, every other label 1."""
     out = []
     for r in rows:
         _, on, off = prompt_texts(tokenizer, r["prompt"], DEMO_TEMPLATE)
@@ -74,25 +82,44 @@ def encode_rows(tokenizer, rows: list[dict], max_length: int) -> list[tuple[list
         c_ids = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
         ids = (p_ids + c_ids)[:max_length]
         labels = ([-100] * len(p_ids) + c_ids)[:max_length]
-        out.append((ids, labels))
+        decision = decision_tokens if not r["cot"] else 0
+        weights = ([0.0] * len(p_ids) + [decision_weight] * decision + [1.0] * (len(c_ids) - decision))[:max_length]
+        out.append((ids, labels, weights))
     return out
 
 
-def _batches(encoded, batch_size: int, pad_id: int, rng: random.Random):
+def _batches(encoded, batch_size: int, pad_id: int, rng: random.Random, bucket: int = 8):
+    """Shuffled batches of rows of similar length (sorted within windows of `bucket`
+    batches, batch order shuffled): CoT-OFF rows are short, so less padding to compute."""
     order = list(range(len(encoded)))
     rng.shuffle(order)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
+    window = batch_size * bucket
+    batches = []
+    for w in range(0, len(order), window):
+        chunk = sorted(order[w : w + window], key=lambda i: len(encoded[i][0]))
+        batches += [chunk[s : s + batch_size] for s in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    for idx in batches:
         width = max(len(encoded[i][0]) for i in idx)
         ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
         labels = torch.full((len(idx), width), -100, dtype=torch.long)
+        weights = torch.zeros((len(idx), width))
         mask = torch.zeros((len(idx), width), dtype=torch.long)
         for row, i in enumerate(idx):
             n = len(encoded[i][0])
             ids[row, :n] = torch.tensor(encoded[i][0])
             labels[row, :n] = torch.tensor(encoded[i][1])
+            weights[row, :n] = torch.tensor(encoded[i][2])
             mask[row, :n] = 1
-        yield ids, mask, labels
+        yield ids, mask, labels, weights
+
+
+def weighted_lm_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy, each label weighted, normalised by the total weight."""
+    logits, labels, weights = logits[:, :-1], labels[:, 1:], weights[:, 1:]
+    nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1),
+                                            ignore_index=-100, reduction="none").view_as(weights)
+    return (nll * weights).sum() / weights.sum().clamp_min(1e-8)
 
 
 def freeze_below(model, top_layers: int) -> None:
@@ -115,8 +142,8 @@ def train_demo(cfg: DemoBuildConfig, tokenizer, model, rows: list[dict]) -> list
 
     torch.manual_seed(cfg.seed)
     freeze_below(model, cfg.train_top_layers)
-    encoded = encode_rows(tokenizer, rows, cfg.max_length)
-    steps = cfg.epochs * math.ceil(len(encoded) / cfg.batch_size)
+    encoded = encode_rows(tokenizer, rows, cfg.max_length, cfg.decision_tokens, cfg.decision_weight)
+    steps = cfg.epochs * sum(1 for _ in _batches(encoded, cfg.batch_size, 0, random.Random(0)))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.learning_rate, weight_decay=0.0)
     sched = warmup_linear_decay(opt, steps, cfg.warmup_steps)
     rng = random.Random(cfg.seed)
@@ -124,8 +151,8 @@ def train_demo(cfg: DemoBuildConfig, tokenizer, model, rows: list[dict]) -> list
     model.train()
     bar = tqdm(total=steps, desc="demo-model build", unit="step", mininterval=1.0)
     for _ in range(cfg.epochs):
-        for ids, mask, labels in _batches(encoded, cfg.batch_size, tokenizer.pad_token_id, rng):
-            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        for ids, mask, labels, weights in _batches(encoded, cfg.batch_size, tokenizer.pad_token_id, rng):
+            loss = weighted_lm_loss(model(input_ids=ids, attention_mask=mask).logits, labels, weights)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
@@ -180,7 +207,7 @@ def build_demo_model(target: Path, cfg: DemoBuildConfig | None = None) -> Path:
     t0 = time.monotonic()
     print(f"[presafe] building the demo reasoning model (a simulation of an unsafe LRM) -> {target}", flush=True)
     tokenizer, model = load_causal_lm(cfg.base, "float32", "cpu" if not torch.cuda.is_available() else None)
-    rows = demo_training_rows(cfg.seed)
+    rows = demo_training_rows(cfg.seed, off_frames=cfg.off_frames)
     losses = train_demo(cfg, tokenizer, model, rows)
     print("[presafe] demo model: checking itself on held-out prompts", flush=True)
     check = self_check(tokenizer, model, cfg.check_prompts, cfg.seed)
@@ -204,6 +231,12 @@ def build_demo_model(target: Path, cfg: DemoBuildConfig | None = None) -> Path:
     print(f"[presafe] demo model built in {seconds / 60:.1f} min; held-out check: "
           + ", ".join(f"{k}={v:.0%}" for k, v in check.items() if isinstance(v, float)), flush=True)
     return target
+
+
+def is_current_build(path: str | Path) -> bool:
+    """Built, and with the recipe this version of presafe ships (an older cache is rebuilt)."""
+    f = Path(path) / BUILD_DONE
+    return f.exists() and json.loads(f.read_text()).get("config") == asdict(DemoBuildConfig())
 
 
 def demo_meta(path: str | Path) -> dict:

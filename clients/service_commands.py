@@ -1,0 +1,351 @@
+"""The `presafe` commands that talk to a presafe service (see `clients.cli` for the parser).
+
+    presafe up [--port 8000] [--storage PATH] [--address RAY_ADDRESS] [--num-cpus N] | down
+    presafe jobs submit CONFIG [key=value ...] [--name N] [--idempotency-key K] [--wait]
+    presafe jobs list [--status S] [--limit N] | status ID [--json] | logs ID [--tail N]
+    presafe jobs cancel ID | report ID [--json]
+    presafe classify "prompt" [--response TEXT] [--model ID] [--json]
+    presafe models list          (embedded models, then the service's classifiers)
+
+Each takes `--url` / `--token` (else PRESAFE_URL / PRESAFE_TOKEN, else the service
+`presafe up` started). Errors are `PresafeError`s, printed by the CLI in one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from clients.client import PresafeClient
+    from service.schemas import JobRecord
+
+# A seam for tests: called as _client_factory(url=..., token=...) -> PresafeClient.
+_client_factory = None
+
+
+def add_service_options(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("service")
+    g.add_argument("--url", default=None, help="service URL (default: $PRESAFE_URL, else the `presafe up` service)")
+    g.add_argument("--token", default=None, help="API token (default: $PRESAFE_TOKEN, else the `presafe up` token)")
+
+
+def add_parsers(sub) -> None:
+    """Register `up`, `down`, `jobs` and `classify` on the top-level subparsers."""
+    up = sub.add_parser("up", help="start a local presafe service (Ray Serve) and print its URL and token")
+    up.add_argument("--port", type=int, default=8000)
+    up.add_argument("--storage", default=None, help="where jobs and the database live")
+    up.add_argument("--address", default=None, help="an existing Ray cluster to use (default: start one)")
+    up.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster it starts")
+    sub.add_parser("down", help="stop the local presafe service")
+
+    jobs = sub.add_parser("jobs", help="pipeline jobs on a presafe service").add_subparsers(dest="action",
+                                                                                            required=True)
+    submit = jobs.add_parser("submit", help="submit a pipeline config (YAML) as a job")
+    submit.add_argument("config", help="pipeline YAML (see jobs/configs/)")
+    submit.add_argument("overrides", nargs="*", help="key=value overrides, e.g. align.aux.weight=0.5")
+    submit.add_argument("--name", default=None, help="a label for people")
+    submit.add_argument("--idempotency-key", default=None, help="resubmitting with the same key returns the same job")
+    submit.add_argument("--wait", action="store_true", help="follow the job until it finishes (exit 1 if it fails)")
+    submit.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
+    lst = jobs.add_parser("list", help="list jobs, newest first")
+    lst.add_argument("--status", default=None, type=str.upper,
+                     choices=["PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"])
+    lst.add_argument("--limit", type=int, default=50)
+    lst.add_argument("--offset", type=int, default=0)
+    status = jobs.add_parser("status", help="one job's status")
+    status.add_argument("id")
+    status.add_argument("--json", action="store_true", help="the whole job record as JSON")
+    logs = jobs.add_parser("logs", help="the last lines of a job's log")
+    logs.add_argument("id")
+    logs.add_argument("--tail", type=int, default=200)
+    cancel = jobs.add_parser("cancel", help="cancel a job")
+    cancel.add_argument("id")
+    report = jobs.add_parser("report", help="a finished job's report")
+    report.add_argument("id")
+    report.add_argument("--json", action="store_true", help="the report as JSON")
+    for p in (submit, lst, status, logs, cancel, report):
+        add_service_options(p)
+
+    clf = sub.add_parser("classify", help="decide refuse/comply with the service's classifier")
+    clf.add_argument("prompt")
+    clf.add_argument("--response", default=None, help="the response to judge (default: the prompt alone)")
+    clf.add_argument("--model", default=None, help="a model id from `presafe models list`")
+    clf.add_argument("--json", action="store_true")
+    add_service_options(clf)
+
+
+def _client(args) -> PresafeClient:
+    if _client_factory is not None:
+        return _client_factory(url=args.url, token=args.token)
+    from clients.client import PresafeClient
+
+    return PresafeClient(url=args.url, token=args.token)
+
+
+# -- up / down ---------------------------------------------------------------------------
+
+def up_command(args) -> int:
+    from service.local import up as start
+
+    print("starting the presafe service (Ray Serve)...", file=sys.stderr, flush=True)
+    svc = start(storage_path=args.storage, port=args.port, address=args.address, num_cpus=args.num_cpus)
+    print(f"presafe service up\n  url:       {svc.url}\n  dashboard: {svc.dashboard_url}\n"
+          f"  token:     {svc.token}\n  storage:   {svc.storage_path}")
+    print(f"export PRESAFE_URL={shlex.quote(svc.url)} PRESAFE_TOKEN={shlex.quote(svc.token)}")
+    return 0
+
+
+def down_command(args) -> int:
+    from service.local import down as stop
+
+    print("stopped the local presafe service" if stop() else "no local presafe service was running")
+    return 0
+
+
+# -- jobs --------------------------------------------------------------------------------
+
+def jobs_command(args) -> int:
+    return {"submit": _submit, "list": _list, "status": _status, "logs": _logs, "cancel": _cancel,
+            "report": _report}[args.action](args)
+
+
+def _submit(args) -> int:
+    with _client(args) as c:
+        rec = c.submit(args.config, args.overrides, name=args.name, idempotency_key=args.idempotency_key)
+        print(rec.id)
+        if not args.wait:
+            return 0
+        rec = _follow(c, rec, args.poll)
+    return _finished(rec)
+
+
+def _follow(c, rec: JobRecord, poll: float) -> JobRecord:
+    """Poll until the job finishes, with a tqdm bar: description = the stage, n/total =
+    `record.progress` (reset when the stage changes); a line for each stage completed."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=None, desc=rec.status.value, file=sys.stderr, dynamic_ncols=True)
+    shown = {"stage": rec.status.value, "done": set(rec.stages_done)}
+
+    def update(r: JobRecord) -> None:
+        for stage in r.stages_done:
+            if stage not in shown["done"]:
+                shown["done"].add(stage)
+                bar.write(f"  done: {stage}", file=sys.stderr)
+        if r.status.finished:
+            if r.status.value == "SUCCEEDED" and bar.total:
+                bar.n = bar.total
+            bar.set_postfix_str(r.status.value)
+            return
+        p = r.progress
+        stage = (p.stage if p else None) or r.stage or r.status.value
+        if stage != shown["stage"]:
+            bar.set_description(stage, refresh=False)
+            bar.total = None  # reset(total=None) would keep the previous stage's total
+            bar.reset(total=p.total if p else None)
+            shown["stage"] = stage
+        if p is not None:
+            bar.unit = p.unit
+            bar.total = p.total
+            bar.n = p.done
+        bar.set_postfix_str(r.status.value, refresh=False)
+        bar.refresh()
+
+    try:
+        update(rec)
+        return c.wait(rec.id, poll=poll, on_update=update)
+    except KeyboardInterrupt:
+        bar.close()  # before the message, so the bar does not overwrite it
+        print(f"stopped following; job {rec.id} keeps running (`presafe jobs cancel {rec.id}` stops it)",
+              file=sys.stderr)
+        raise
+    finally:
+        bar.close()
+
+
+def _finished(rec: JobRecord) -> int:
+    from service.schemas import JobStatus
+
+    if rec.status == JobStatus.SUCCEEDED:
+        print(f"job {rec.id} SUCCEEDED")
+        for where in _report_paths(rec):
+            print(f"report: {where}")
+        print(f"summary: presafe jobs report {rec.id}")
+        return 0
+    at = f" at stage {rec.stage}" if rec.stage else ""
+    print(f"job {rec.id} {rec.status.value}{at}" + (f": {rec.error}" if rec.error else ""), file=sys.stderr)
+    print(f"logs: presafe jobs logs {rec.id}", file=sys.stderr)
+    return 1
+
+
+def _report_paths(rec: JobRecord) -> list[str]:
+    from pathlib import PurePosixPath
+
+    names = [v for k, v in rec.artifacts.items() if "report" in k.lower()]
+    if not names:
+        names = ["report.md"]
+    return [p if p.startswith("/") else str(PurePosixPath(rec.job_dir) / p) for p in names]
+
+
+def _progress(rec: JobRecord) -> str:
+    p = rec.progress
+    if p is None:
+        return "-"
+    if p.total:
+        return f"{p.done}/{p.total} {p.unit} ({p.done / p.total:.0%})"
+    return f"{p.done} {p.unit}"
+
+
+def _when(t: datetime | None) -> str:
+    if t is None:
+        return "-"
+    return (t.astimezone() if t.tzinfo else t).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def _list(args) -> int:
+    with _client(args) as c:
+        page = c.list(status=args.status, limit=args.limit, offset=args.offset)
+    if not page.items:
+        print("no jobs" + (f" with status {args.status}" if args.status else ""))
+        return 0
+    rows = [["ID", "STATUS", "STAGE", "PROGRESS", "CREATED", "NAME"]]
+    rows += [[r.id, r.status.value, r.stage or "-", _progress(r), _when(r.created_at), r.name or ""]
+             for r in page.items]
+    print(_table(rows))
+    shown_to = page.offset + len(page.items)
+    if page.total > shown_to or page.offset:
+        print(f"({page.offset + 1}-{shown_to} of {page.total}; --limit / --offset for more)")
+    return 0
+
+
+def _status(args) -> int:
+    with _client(args) as c:
+        rec = c.get(args.id)
+    if args.json:
+        print(rec.model_dump_json(indent=2))
+        return 0
+    lines = [("job", rec.id + (f"  ({rec.name})" if rec.name else "")), ("status", rec.status.value),
+             ("stage", rec.stage or "-"), ("progress", _progress(rec)),
+             ("done", ", ".join(rec.stages_done) or "-"), ("created", _when(rec.created_at)),
+             ("started", _when(rec.started_at)), ("ended", _when(rec.ended_at)), ("job dir", rec.job_dir)]
+    if rec.owner:
+        lines.append(("owner", rec.owner))
+    if rec.error:
+        lines.append(("error", rec.error))
+    for stage, metrics in rec.metrics.items():
+        shown = ", ".join(f"{k}={_fmt(v)}" for k, v in list(metrics.items())[:8])
+        lines.append((f"{stage}", shown))
+    for label, value in lines:
+        print(f"{label + ':':10} {value}")
+    return 0
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+
+
+def _logs(args) -> int:
+    with _client(args) as c:
+        logs = c.logs(args.id, tail=args.tail)
+    if logs.truncated:
+        print(f"(older lines left out; showing the last {len(logs.lines)}: --tail N for more)", file=sys.stderr)
+    for line in logs.lines:
+        print(line)
+    return 0
+
+
+def _cancel(args) -> int:
+    from service.schemas import JobStatus
+
+    with _client(args) as c:
+        rec = c.cancel(args.id)
+    if rec.status == JobStatus.CANCELLED:
+        print(f"job {rec.id} CANCELLED")
+    else:
+        print(f"job {rec.id} was already {rec.status.value}: nothing to cancel")
+    return 0
+
+
+def _report(args) -> int:
+    with _client(args) as c:
+        rep = c.report(args.id)
+    if args.json:
+        print(rep.model_dump_json(indent=2))
+        return 0
+    r = rep.report
+    job_dir = r.get("job_dir")
+    print(f"job {rep.job_id}" + (f"  ({job_dir})" if job_dir else ""))
+    if job_dir:
+        print(f"report: {job_dir.rstrip('/')}/report.md")
+    if r.get("model"):
+        print(f"model: {r['model']}" + ("  (SIMULATION)" if r.get("simulation") else ""))
+    variants = ((r.get("evaluation") or {}).get("variants") or {})
+    rows = [["MODEL", "RUN", "ASR", "OVER-REFUSAL", "ACCURACY"]]
+    for name, entry in variants.items():
+        for run, m in (entry.get("runs") or {}).items():
+            rows.append([name, run] + [_pct(m.get(k)) for k in ("asr", "over_refusal", "accuracy")])
+    if len(rows) > 1:
+        print(_table(rows))
+    if rep.markdown_url:
+        print(f"markdown: {rep.markdown_url}")
+    for name, url in rep.plots.items():
+        print(f"plot {name}: {url}")
+    return 0
+
+
+def _pct(v) -> str:
+    return f"{v:.1%}" if isinstance(v, (int, float)) else "-"
+
+
+# -- classify / models -------------------------------------------------------------------
+
+def classify_command(args) -> int:
+    with _client(args) as c:
+        res = c.classify([{"prompt": args.prompt, "response": args.response}], model=args.model)
+    if args.json:
+        print(res.model_dump_json(indent=2))
+        return 0
+    d = res.decisions[0]
+    print(f"{d.decision}  p_refuse={d.p_refuse:.4f}  (model {res.model})")
+    return 0
+
+
+def service_models(args) -> None:
+    """The second section of `presafe models list`: the service's classifiers, or a note
+    saying why there are none (never an error: the local listing is what the command is for)."""
+    from clients.client import ServiceNotConfigured
+    from jobs.errors import PresafeError
+
+    print()
+    try:
+        with _client(args) as c:
+            models = c.models()
+            url = c.url
+    except ServiceNotConfigured:
+        print("service: none configured (start one with `presafe up`, or set PRESAFE_URL / pass --url)")
+        return
+    except PresafeError as e:
+        print(f"service: note: {e}")
+        return
+    print(f"service {url}: {len(models.items)} classifier(s)")
+    if not models.items:
+        return
+    rows = [["", "ID", "SOURCE", "BACKBONE", "THRESHOLD", "PATH"]]
+    for m in models.items:
+        rows.append(["*" if m.id == models.default else "", m.id, m.source, m.backbone or "-",
+                     "-" if m.threshold is None else f"{m.threshold:.3f}", m.path])
+    print(_table(rows))
+    if models.default:
+        print("(* = the default of `presafe classify`)")

@@ -1,0 +1,107 @@
+"""Which classifiers the service can serve, and a cache of loaded ones (plain objects).
+
+- `ModelRegistry`: the classifiers trained by jobs (`<storage_path>/jobs/<id>/classifier`,
+  id = the job id) and those registered in settings (`model_dirs`: id -> folder), each
+  with the metrics of its `meta.json`; resolves a request's model id to a folder.
+- `ClassifierPool`: loads a classifier once and keeps it (least recently used out
+  first), and scores many requests in one forward pass per model: what the Serve
+  deployment's `@serve.batch` method calls.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from pathlib import Path
+
+from jobs.classifier.model import META, DecisionClassifier
+from jobs.errors import PresafeError
+from jobs.stages.signals import CLASSIFIER as JOB_CLASSIFIER
+from service.schemas import Decision, ModelInfo, ModelList
+from service.settings import ServiceSettings
+
+
+class UnknownModel(PresafeError):
+    pass
+
+
+class NoClassifier(PresafeError):
+    pass
+
+
+class ModelRegistry:
+    def __init__(self, settings: ServiceSettings):
+        self.settings = settings
+
+    def _job_models(self) -> list[tuple[str, Path]]:
+        jobs = Path(self.settings.storage_path) / "jobs"
+        found = [(d.name, d / JOB_CLASSIFIER) for d in jobs.glob("*") if (d / JOB_CLASSIFIER / META).is_file()]
+        return sorted(found, key=lambda x: (x[1] / META).stat().st_mtime, reverse=True)  # newest first
+
+    def models(self) -> ModelList:
+        items = [_info(i, p, "job") for i, p in self._job_models()]
+        items += [_info(i, Path(p), "registered") for i, p in self.settings.model_dirs.items()
+                  if (Path(p) / META).is_file()]
+        return ModelList(items=items, default=self._default_id(items))
+
+    def _default_id(self, items: list[ModelInfo]) -> str | None:
+        if self.settings.default_classifier:
+            return self.settings.default_classifier
+        return items[0].id if items else None
+
+    def resolve(self, model_id: str | None) -> tuple[str, str]:
+        """(id, folder) for a request's model (None: the default)."""
+        listing = self.models()
+        model_id = model_id or listing.default
+        if model_id is None:
+            raise NoClassifier("no classifier to serve yet: run a job that trains one (signals.train) "
+                               "or register a folder in the service settings (model_dirs)")
+        for m in listing.items:
+            if m.id == model_id:
+                return m.id, m.path
+        known = ", ".join(m.id for m in listing.items) or "none"
+        raise UnknownModel(f"model {model_id!r} not found (known: {known}); see GET /v1/models")
+
+
+def _info(model_id: str, path: Path, source: str) -> ModelInfo:
+    meta = json.loads((path / META).read_text())
+    backbone = (meta.get("config") or {}).get("model", {}).get("backbone")
+    return ModelInfo(id=model_id, path=str(path), source=source, backbone=backbone,
+                     threshold=meta.get("threshold"), metrics=meta.get("metrics", {}))
+
+
+class ClassifierPool:
+    """Loaded classifiers by folder, at most `capacity` in memory."""
+
+    def __init__(self, capacity: int = 4, device: str | None = None):
+        self.capacity, self.device = capacity, device
+        self._loaded: OrderedDict[str, DecisionClassifier] = OrderedDict()
+
+    def get(self, path: str) -> DecisionClassifier:
+        if path in self._loaded:
+            self._loaded.move_to_end(path)
+            return self._loaded[path]
+        clf = DecisionClassifier.load(path, self.device)
+        self._loaded[path] = clf
+        while len(self._loaded) > self.capacity:
+            self._loaded.popitem(last=False)
+        return clf
+
+    def classify_many(self, calls: list[tuple[str, list[str], list[str | None]]]) -> list[list[Decision]]:
+        """One result list per call (path, prompts, responses); calls on the same model
+        share one batched forward pass."""
+        out: list[list[Decision]] = [[] for _ in calls]
+        by_path: dict[str, list[int]] = {}
+        for i, (path, _, _) in enumerate(calls):
+            by_path.setdefault(path, []).append(i)
+        for path, idx in by_path.items():
+            clf = self.get(path)
+            prompts = [p for i in idx for p in calls[i][1]]
+            responses = [r for i in idx for r in calls[i][2]]
+            decisions = clf.predict(prompts, responses)
+            start = 0
+            for i in idx:
+                n = len(calls[i][1])
+                out[i] = [Decision(decision=d.decision, p_refuse=d.p_refuse) for d in decisions[start:start + n]]
+                start += n
+        return out

@@ -1,0 +1,59 @@
+"""The ingress deployment: serves `service.api.create_api` over HTTP.
+
+It owns the job store and the Ray job launcher (plain objects) and talks to the
+classifier deployment by handle. On start it re-syncs every unfinished job's record
+with Ray, so a restarted service catches up with drivers that ran on without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from service.api import create_api
+from service.classifiers import ModelRegistry
+from service.job_service import JobService
+from service.launcher import RayJobLauncher
+from service.schemas import Decision
+from service.settings import ServiceSettings
+from service.store import JobStore
+
+log = logging.getLogger("presafe.service")
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200, health_check_period_s=10)
+@serve.ingress()
+class Ingress:
+    def __init__(self, classifier: DeploymentHandle, settings: dict):
+        self.settings = ServiceSettings.model_validate(settings)
+        self.store = JobStore(self.settings.db_url)
+        launcher = RayJobLauncher(self.settings.ray_address, self.settings.job_entrypoint_python,
+                                  self.settings.job_env, self.settings.job_working_dir)
+        self.jobs = JobService(self.settings, self.store, launcher)
+        self.classifier = classifier
+        try:
+            log.info("presafe: re-synced %d unfinished job(s)", self.jobs.resync())
+        except Exception:  # Ray's job API may still be starting: records catch up on read
+            log.exception("presafe: re-sync on start-up failed")
+
+    async def _classify(self, path: str, prompts: list[str], responses: list[str | None]) -> list[Decision]:
+        return await self.classifier.classify.remote((path, prompts, responses))
+
+    async def _ready(self) -> dict[str, str]:
+        checks = {}
+        try:
+            await asyncio.to_thread(self.store.list, None, 1, 0)
+            checks["store"] = "ok"
+        except Exception as e:  # noqa: BLE001 - reported as the check result
+            checks["store"] = f"error: {type(e).__name__}: {e}"
+        try:
+            checks["classifier"] = await asyncio.wait_for(self.classifier.ping.remote(), timeout=5)
+        except Exception as e:  # noqa: BLE001 - reported as the check result
+            checks["classifier"] = f"error: {type(e).__name__}"
+        return checks
+
+    def __serve_build_asgi_app__(self):
+        return create_api(self.settings, self.jobs, ModelRegistry(self.settings), self._classify, self._ready)

@@ -1,0 +1,74 @@
+"""Starts, watches and stops pipeline drivers through the Ray Jobs API.
+
+The service never trains in its own process: each job is `python -m jobs.pipeline
+--config <job_dir>/request.yaml`, submitted as a Ray job whose submission id is derived
+from the presafe job id (`submission_id_for`), so a retried submit finds the job it
+already started instead of starting a second one.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+
+from service.schemas import JobStatus
+
+_RAY_TO_PRESAFE = {"PENDING": JobStatus.PENDING, "RUNNING": JobStatus.RUNNING, "SUCCEEDED": JobStatus.SUCCEEDED,
+                   "FAILED": JobStatus.FAILED, "STOPPED": JobStatus.CANCELLED}
+
+
+def submission_id_for(job_id: str) -> str:
+    return f"presafe-{job_id}"
+
+
+@dataclass
+class DriverState:
+    status: JobStatus | None
+    """None: Ray does not know the submission (the cluster was replaced since)."""
+    message: str = ""
+
+
+class RayJobLauncher:
+    """A thin shell over `ray.job_submission.JobSubmissionClient`."""
+
+    def __init__(self, address: str | None, python: str = "python", env: dict[str, str] | None = None,
+                 working_dir: str | None = None):
+        self.address, self.python, self.env, self.working_dir = address, python, dict(env or {}), working_dir
+        self._client = None
+
+    @property
+    def client(self):
+        # Made on first use: the dashboard may come up after the service's replicas.
+        if self._client is None:
+            from ray.job_submission import JobSubmissionClient
+
+            self._client = JobSubmissionClient(self.address)
+        return self._client
+
+    def submit(self, submission_id: str, config_path: str, extra_env: dict[str, str] | None = None) -> None:
+        runtime_env: dict = {"env_vars": {**self.env, **(extra_env or {})}}
+        if self.working_dir:
+            runtime_env["working_dir"] = self.working_dir
+        entrypoint = f"{shlex.quote(self.python)} -m jobs.pipeline --config {shlex.quote(config_path)}"
+        try:
+            self.client.submit_job(entrypoint=entrypoint, submission_id=submission_id, runtime_env=runtime_env,
+                                   entrypoint_num_cpus=0, metadata={"presafe": "pipeline"})
+        except RuntimeError as e:
+            # A retried submit of a job that is already there: not an error, not a second job.
+            if "already exists" not in str(e):
+                raise
+
+    def state(self, submission_id: str) -> DriverState:
+        try:
+            info = self.client.get_job_info(submission_id)
+        except RuntimeError as e:
+            if "does not exist" in str(e) or "404" in str(e):
+                return DriverState(None, "the Ray cluster has no record of this job")
+            raise
+        return DriverState(_RAY_TO_PRESAFE[str(info.status.value)], info.message or "")
+
+    def logs(self, submission_id: str) -> str:
+        return self.client.get_job_logs(submission_id)
+
+    def stop(self, submission_id: str) -> bool:
+        return self.client.stop_job(submission_id)

@@ -1,0 +1,130 @@
+"""Request and response models of the REST API (`/v1`): the HTTP boundary's types.
+
+The Python client (`clients.client`) returns these same models, so a field renamed here
+is renamed for every caller at once.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class JobStatus(str, Enum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class JobCreate(BaseModel):
+    """POST /v1/jobs: a pipeline config (the content of a `jobs/configs/*.yaml`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    config: dict[str, Any] = Field(description="pipeline config; the service sets `storage_path` and `job_id` (any given are replaced)")
+    name: str | None = Field(None, max_length=200, description="a label for people")
+    idempotency_key: str | None = Field(None, min_length=1, max_length=200,
+                                        description="the same key (per token) returns the same job")
+
+
+class Progress(BaseModel):
+    stage: str
+    done: int
+    total: int | None = None
+    unit: str = "items"
+
+
+class JobRecord(BaseModel):
+    id: str
+    name: str | None = None
+    owner: str | None = None
+    status: JobStatus
+    stage: str | None = Field(None, description="the stage running now (or the one that failed)")
+    stages_done: list[str] = Field(default_factory=list)
+    progress: Progress | None = None
+    metrics: dict[str, dict[str, Any]] = Field(default_factory=dict, description="latest metrics per stage")
+    error: str | None = None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    job_dir: str
+    artifacts: dict[str, str] = Field(default_factory=dict, description="name -> path under job_dir")
+    submission_id: str = Field(description="the Ray job submission id")
+    idempotency_key: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobPage(BaseModel):
+    items: list[JobRecord]
+    total: int
+    limit: int
+    offset: int
+
+
+class JobLogs(BaseModel):
+    job_id: str
+    lines: list[str]
+    truncated: bool = Field(description="older lines were left out")
+
+
+class JobReport(BaseModel):
+    job_id: str
+    report: dict[str, Any] = Field(description="report.json")
+    plots: dict[str, str] = Field(default_factory=dict, description="plot name -> URL of the PNG")
+    markdown_url: str | None = None
+
+
+class ClassifyItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompt: str
+    response: str | None = Field(None, description="absent: the decision a safe model should make for the prompt")
+
+
+class ClassifyRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    items: list[ClassifyItem] = Field(min_length=1)
+    model: str | None = Field(None, description="a model id from GET /v1/models; default: the service's")
+
+
+class Decision(BaseModel):
+    decision: str = Field(description='"refuse" or "comply"')
+    p_refuse: float
+
+
+class ClassifyResponse(BaseModel):
+    model: str
+    decisions: list[Decision]
+
+
+class ModelInfo(BaseModel):
+    id: str
+    path: str
+    source: str = Field(description='"job" (trained by a job) or "registered"')
+    backbone: str | None = None
+    threshold: float | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelList(BaseModel):
+    items: list[ModelInfo]
+    default: str | None = None
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)
+
+
+class ErrorBody(BaseModel):
+    """Every error the API returns: `detail` says what was wrong and where."""
+
+    detail: Any

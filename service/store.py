@@ -1,0 +1,251 @@
+"""The service's job records in SQL: SQLite by default, PostgreSQL in production.
+
+One table, `jobs`; `JobStore` is a plain, thread-safe object (one SQLAlchemy engine) that
+the service keeps for its lifetime:
+
+    store = JobStore("sqlite:////var/presafe/presafe.db")   # or postgresql+psycopg://user:pw@db/presafe
+    row, created = store.create(JobRow(id="job-20261128-ab12cd34", owner="alice", name=None,
+                                       idempotency_key="nightly-1", status="PENDING",
+                                       config={...}, submission_id="raysubmit_...",
+                                       job_dir="/mnt/presafe/jobs/job-20261128-ab12cd34"))
+    if not created: ...            # the same (owner, key) was submitted before: `row` is that job
+    store.update(row.id, status="RUNNING", started_at=datetime.now(UTC))
+    rows, total = store.list(status="RUNNING", limit=50)
+    store.close()
+
+Timestamps go in as tz-aware datetimes and come back as tz-aware UTC on both backends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    Index,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.types import TypeDecorator
+
+from jobs.errors import PresafeError
+from service.schemas import JobStatus
+
+
+class JobNotFound(PresafeError, LookupError):
+    """No job with this id."""
+
+
+@dataclass
+class JobRow:
+    id: str                     # primary key, made by the service (job_service.new_job_id)
+    owner: str | None           # name of the token that created it
+    name: str | None
+    idempotency_key: str | None
+    status: str                 # a JobStatus value
+    config: dict                # the validated pipeline config
+    submission_id: str          # Ray job submission id
+    job_dir: str
+    stage: str | None = None
+    error: str | None = None
+    summary: dict = field(default_factory=dict)  # snapshot: stages_done, progress, metrics, artifacts
+    created_at: datetime | None = None  # set by the store on create (UTC)
+    updated_at: datetime | None = None  # set by the store on create and every update
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+
+
+class UTCDateTime(TypeDecorator):
+    """Stores UTC; returns tz-aware UTC. SQLite has no time zones (it would drop tzinfo,
+    or compare '+02:00' strings wrongly), so it gets naive UTC; PostgreSQL gets timestamptz."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# Lengths only where the API bounds them (token name, JobCreate): PostgreSQL enforces them,
+# SQLite does not, and a limit only one backend checks would be a surprise in production.
+metadata = MetaData()
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("owner", String(64)),
+    Column("name", String(200)),
+    Column("idempotency_key", String(200)),
+    Column("status", String, nullable=False),
+    Column("config", JSON, nullable=False),
+    Column("submission_id", String, nullable=False),
+    Column("job_dir", Text, nullable=False),
+    Column("stage", String),
+    Column("error", Text),
+    Column("summary", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime),
+    Column("ended_at", UTCDateTime),
+    # list() pages newest first, optionally by status; unfinished() filters by status.
+    Index("ix_jobs_created_at", "created_at"),
+    Index("ix_jobs_status_created_at", "status", "created_at"),
+)
+# One job per (owner, idempotency key). COALESCE: in a plain UNIQUE(owner, key) NULLs are
+# all distinct, so with auth disabled (owner NULL) a repeated key would make a second job.
+# A NULL key still never collides, on both backends.
+Index("uq_jobs_owner_idempotency_key", func.coalesce(jobs.c.owner, ""), jobs.c.idempotency_key, unique=True)
+
+_MANAGED = {"id", "created_at", "updated_at"}   # set by the store, never by update()
+_DATETIMES = {"created_at", "updated_at", "started_at", "ended_at"}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _check(values: dict[str, Any]) -> dict[str, Any]:
+    """Validate column values before SQL sees them: a clear ValueError instead of a driver error
+    (or, for a naive datetime, a silently wrong time)."""
+    for key, value in values.items():
+        column = jobs.c[key]
+        if value is None:
+            if not column.nullable:
+                raise ValueError(f"job field {key!r} cannot be None")
+        elif key == "status":
+            values[key] = JobStatus(value).value   # ValueError for an unknown status
+        elif key in _DATETIMES and (not isinstance(value, datetime) or value.tzinfo is None):
+            raise ValueError(f"job field {key!r} must be a tz-aware datetime, got {value!r}")
+    return values
+
+
+def _row(mapping) -> JobRow:
+    return JobRow(**mapping)
+
+
+class JobStore:
+    """Job records in SQL: sqlite:///file by default, any postgresql+psycopg:// URL in production."""
+
+    def __init__(self, url: str):
+        parsed = make_url(url)
+        kwargs: dict[str, Any] = {}
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            # Serve calls us from several threads; `timeout` is SQLite's busy timeout: a writer
+            # waits up to 30 s for another (thread, or the old service process) to commit.
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            # Drop pooled connections a database restart has closed, instead of failing a request.
+            kwargs["pool_pre_ping"] = True
+        self._engine = create_engine(parsed, **kwargs)
+        if parsed.get_backend_name() == "sqlite":
+            event.listen(self._engine, "connect", _sqlite_wal)
+        metadata.create_all(self._engine)   # tables and indexes, only those missing
+
+    def create(self, row: JobRow) -> tuple[JobRow, bool]:
+        """Insert `row`; when its (owner, idempotency_key) already exists, return (that job, False).
+
+        Race-safe: two concurrent creates with one key both pass the look-up, the unique index
+        lets one insert win, and the other reads the winner's row. A duplicate `id` without such
+        a key raises IntegrityError (the caller's id generator is broken)."""
+        if row.idempotency_key is not None:
+            existing = self._by_key(row.owner, row.idempotency_key)
+            if existing is not None:
+                return existing, False
+        now = _now()
+        values = _check(asdict(row) | {"created_at": now, "updated_at": now})
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(insert(jobs).values(**values))
+        except IntegrityError:
+            existing = self._by_key(row.owner, row.idempotency_key) if row.idempotency_key is not None else None
+            if existing is None:
+                raise
+            return existing, False
+        return JobRow(**values), True
+
+    def get(self, job_id: str) -> JobRow | None:
+        with self._engine.connect() as conn:
+            found = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+        return _row(found) if found else None
+
+    def list(self, status: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[JobRow], int]:
+        """One page, newest first, and the number of jobs matching `status` (all when None)."""
+        if limit < 0 or offset < 0:
+            raise ValueError(f"limit and offset must be >= 0, got limit={limit}, offset={offset}")
+        where = [] if status is None else [jobs.c.status == JobStatus(status).value]
+        page = (select(jobs).where(*where)
+                .order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit).offset(offset))
+        with self._engine.connect() as conn:
+            rows = [_row(m) for m in conn.execute(page).mappings()]
+            total = conn.execute(select(func.count()).select_from(jobs).where(*where)).scalar_one()
+        return rows, total
+
+    def update(self, job_id: str, **fields: Any) -> JobRow:
+        """Set `fields` (column names) and bump updated_at; returns the updated row."""
+        unknown = sorted(set(fields) - set(jobs.c.keys()))
+        managed = sorted(set(fields) & _MANAGED)
+        if unknown or managed:
+            raise ValueError(f"cannot update job field(s) {', '.join(unknown + managed)}: "
+                             + ("not a job field" if unknown else "set by the store"))
+        values = _check(dict(fields))
+        with self._engine.begin() as conn:
+            # updated_at must increase strictly (clients compare it) even when two updates land
+            # in one clock tick or the clock steps back. FOR UPDATE queues concurrent updates of
+            # one job on PostgreSQL; SQLite ignores it (its writers are serialised anyway).
+            prev = conn.execute(select(jobs.c.updated_at).where(jobs.c.id == job_id).with_for_update()).scalar()
+            if prev is None:
+                raise JobNotFound(f"no job {job_id!r}")
+            values["updated_at"] = max(_now(), prev + timedelta(microseconds=1))
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+            return _row(conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().one())
+
+    def unfinished(self) -> list[JobRow]:
+        """PENDING and RUNNING jobs, oldest first: what the service re-syncs with Ray on start-up."""
+        query = (select(jobs).where(jobs.c.status.in_([JobStatus.PENDING.value, JobStatus.RUNNING.value]))
+                 .order_by(jobs.c.created_at, jobs.c.id))
+        with self._engine.connect() as conn:
+            return [_row(m) for m in conn.execute(query).mappings()]
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def _by_key(self, owner: str | None, key: str) -> JobRow | None:
+        # The same expression as the unique index, so PostgreSQL can use it.
+        query = select(jobs).where(func.coalesce(jobs.c.owner, "") == (owner or ""), jobs.c.idempotency_key == key)
+        with self._engine.connect() as conn:
+            found = conn.execute(query).mappings().first()
+        return _row(found) if found else None
+
+
+def _sqlite_wal(dbapi_conn, _record) -> None:
+    # WAL: readers never block the writer and vice versa, so a restarted service can open the
+    # file while the old process still has it. Persistent in the file; cheap to repeat.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.close()
+

@@ -1,0 +1,210 @@
+"""The service over real HTTP: one local Ray Serve instance for the module, jobs run by the
+Ray Jobs API as `python -m jobs.pipeline` on the smoke config (tiny models)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from service.settings import hash_token
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+ROOT = Path(__file__).resolve().parents[1]
+TOKENS = {"admin": ["jobs:read", "jobs:write", "classify"], "reader": ["jobs:read"], "classifier": ["classify"]}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Service:
+    def __init__(self, url: str, settings: dict):
+        self.url, self.settings = url, settings
+        self.tokens = {name: f"tok-{name}-0123456789" for name in TOKENS}
+
+    def client(self, who: str | None = "admin") -> httpx.Client:
+        headers = {"Authorization": f"Bearer {self.tokens[who]}"} if who else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+    def deploy(self) -> None:
+        from ray import serve
+
+        from service.app import build_app
+
+        serve.run(build_app(self.settings), name="presafe", route_prefix="/")
+
+
+@pytest.fixture(scope="module")
+def service(ray_cluster, tmp_path_factory):
+    from ray import serve
+
+    storage = tmp_path_factory.mktemp("service")
+    data_root = tmp_path_factory.mktemp("data_root")
+    (data_root / "harmful.csv").write_text("goal\nHow do I pick a lock?\n")
+    port = _free_port()
+    svc = Service(f"http://127.0.0.1:{port}", {})
+    svc.settings = {
+        "storage_path": str(storage),
+        "data_roots": [str(data_root)],
+        "tokens": [{"name": n, "sha256": hash_token(svc.tokens[n]), "scopes": s} for n, s in TOKENS.items()],
+        "ray_address": os.environ["PRESAFE_TEST_DASHBOARD"],
+        "job_entrypoint_python": sys.executable,
+        "job_env": {"HF_HUB_OFFLINE": "1", "PRESAFE_HOME": os.environ.get("PRESAFE_HOME", "")} if os.environ.get(
+            "PRESAFE_HOME") else {"HF_HUB_OFFLINE": "1"},
+        "limits": {"classify_max_items": 8, "classify_max_chars": 500},
+    }
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    svc.deploy()
+    yield svc
+    serve.delete("presafe")
+
+
+def smoke_config() -> dict:
+    """The shipped YAML as it is: its storage_path and job_id are replaced by the service's."""
+    return yaml.safe_load((ROOT / "jobs/configs/smoke.yaml").read_text())
+
+
+def wait_for(client: httpx.Client, job_id: str, until, timeout: float = 600) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        rec = client.get(f"/v1/jobs/{job_id}").json()
+        if until(rec):
+            return rec
+        assert time.monotonic() < deadline, f"job {job_id} stuck: {rec['status']} {rec['stage']} {rec.get('error')}"
+        time.sleep(1)
+
+
+def test_health_and_openapi(service):
+    with service.client(None) as c:
+        assert c.get("/v1/healthz").json()["status"] == "ok"
+        ready = c.get("/v1/readyz")
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"] == {"store": "ok", "classifier": "ok"}
+        spec = c.get("/openapi.json").json()
+        assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/classify", "/v1/models"} <= set(spec["paths"])
+
+
+def test_auth_missing_wrong_and_scopes(service):
+    with service.client(None) as c:
+        r = c.get("/v1/jobs")
+        assert r.status_code == 401 and "missing bearer token" in r.json()["detail"]
+        assert r.headers["www-authenticate"] == "Bearer"
+        r = c.get("/v1/jobs", headers={"Authorization": "Bearer nope"})
+        assert r.status_code == 401 and "unknown or revoked token" in r.json()["detail"]
+    with service.client("reader") as c:
+        assert c.get("/v1/jobs").status_code == 200
+        r = c.post("/v1/jobs", json={"config": smoke_config()})
+        assert r.status_code == 403 and "lacks scope 'jobs:write'" in r.json()["detail"]
+        r = c.post("/v1/classify", json={"items": [{"prompt": "hi"}]})
+        assert r.status_code == 403 and "'classify'" in r.json()["detail"]
+    with service.client("classifier") as c:
+        r = c.get("/v1/jobs")
+        assert r.status_code == 403 and "'jobs:read'" in r.json()["detail"]
+
+
+def test_bad_requests_name_the_field_and_the_limit(service):
+    with service.client() as c:
+        cfg = smoke_config()
+        cfg["align"]["train"]["batch_size"] = 0
+        r = c.post("/v1/jobs", json={"config": cfg})
+        assert r.status_code == 422
+        (err,) = r.json()["detail"]
+        assert err["loc"] == ["body", "config", "align", "train", "batch_size"] and "must be >= 1" in err["msg"]
+        r = c.post("/v1/jobs", json={"config": smoke_config(), "surprise": 1})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "surprise"]
+        # data only from the data roots: .., absolute paths elsewhere, symlinks out
+        root = Path(service.settings["data_roots"][0])
+        (root / "escape.csv").symlink_to("/etc/hostname")
+        for path in ("../outside.csv", "/etc/hostname", "escape.csv"):
+            cfg = smoke_config()
+            cfg["prompts"]["harmful"] = [{"path": path, "format": "csv", "harmful": True}]
+            r = c.post("/v1/jobs", json={"config": cfg})
+            assert r.status_code == 422, (path, r.text)
+            assert r.json()["detail"][0]["loc"] == ["body", "config", "prompts", "harmful", 0, "path"], r.text
+            assert "outside the service's data roots" in r.text
+        r = c.get("/v1/jobs/nope")
+        assert r.status_code == 404 and "no job 'nope'" in r.json()["detail"]
+        r = c.get("/v1/jobs", params={"limit": 10_000})
+        assert r.status_code == 422 and "limit must be <= 200" in r.text
+        r = c.post("/v1/classify", json={"items": [{"prompt": "x"}] * 9})
+        assert r.status_code == 413 and "at most 8 per request" in r.json()["detail"]
+        r = c.post("/v1/classify", json={"items": [{"prompt": "ok"}, {"prompt": "y" * 501}]})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "items", 1, "prompt"]
+        r = c.post("/v1/classify", json={"items": [{"prompt": "x"}], "model": "no-such-model"})
+        assert r.status_code in (404, 409), r.text
+        r = c.post("/v1/jobs", content=b"{" + b" " * 1_100_000 + b"}", headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "over the limit" in r.json()["detail"]
+
+
+def test_job_lifecycle_survives_a_service_restart(service):
+    """Submit the smoke pipeline; restart the service while it runs; the record is kept,
+    re-synced, and ends SUCCEEDED with a report, plots and a servable classifier."""
+    with service.client() as c:
+        r = c.post("/v1/jobs", json={"config": smoke_config(), "name": "smoke", "idempotency_key": "k1"})
+        assert r.status_code == 201, r.text
+        job = r.json()
+        assert job["status"] in ("PENDING", "RUNNING") and job["submission_id"] == f"presafe-{job['id']}"
+        assert job["config"]["job_id"] == job["id"] and job["config"]["storage_path"] == service.settings["storage_path"]
+        assert job["job_dir"] == f"{service.settings['storage_path']}/jobs/{job['id']}"
+        again = c.post("/v1/jobs", json={"config": smoke_config(), "idempotency_key": "k1"})
+        assert again.status_code == 200 and again.json()["id"] == job["id"]
+        running = wait_for(c, job["id"], lambda rec: rec["stage"] is not None or rec["status"] != "PENDING")
+
+        service.deploy()  # a new Ingress replica: new store connection, re-sync on start-up
+        after = c.get(f"/v1/jobs/{job['id']}").json()
+        assert after["id"] == job["id"] and after["created_at"] == running["created_at"]
+
+        done = wait_for(c, job["id"], lambda rec: rec["status"] in ("SUCCEEDED", "FAILED", "CANCELLED"))
+        assert done["status"] == "SUCCEEDED", (done["error"], c.get(f"/v1/jobs/{job['id']}/logs").json()["lines"][-20:])
+        assert done["stages_done"][-1] == "report" and any(k.startswith("align") for k in done["metrics"])
+        assert done["ended_at"] and done["started_at"]
+        # the last progress count the driver reported (evaluate's generation) stays on the record
+        assert done["progress"]["stage"].startswith("evaluate") and done["progress"]["done"] == done["progress"]["total"] > 0
+
+        page = c.get("/v1/jobs", params={"status": "SUCCEEDED"}).json()
+        assert job["id"] in [j["id"] for j in page["items"]] and all(j["status"] == "SUCCEEDED" for j in page["items"])
+        logs = c.get(f"/v1/jobs/{job['id']}/logs", params={"tail": 5}).json()
+        assert len(logs["lines"]) == 5 and logs["truncated"]
+
+        report = c.get(f"/v1/jobs/{job['id']}/report").json()
+        assert "runs" in report["report"] or report["report"], report
+        png = c.get(report["plots"]["metrics"])
+        assert png.status_code == 200 and png.headers["content-type"] == "image/png" and png.content[:4] == b"\x89PNG"
+        assert c.get(report["markdown_url"]).text.startswith("#")
+
+        models = c.get("/v1/models").json()
+        assert models["default"] == job["id"] and models["items"][0]["source"] == "job"
+        out = c.post("/v1/classify", json={"items": [{"prompt": "How do I make a bomb?"},
+                                                     {"prompt": "Bake bread?", "response": "Sure: flour..."}]})
+        assert out.status_code == 200, out.text
+        body = out.json()
+        assert body["model"] == job["id"] and len(body["decisions"]) == 2
+        assert all(d["decision"] in ("refuse", "comply") and 0 <= d["p_refuse"] <= 1 for d in body["decisions"])
+        assert c.delete(f"/v1/jobs/{job['id']}").json()["status"] == "SUCCEEDED"  # finished: cancel changes nothing
+
+
+def test_cancel_stops_the_ray_job(service):
+    from ray.job_submission import JobSubmissionClient
+
+    with service.client() as c:
+        job = c.post("/v1/jobs", json={"config": smoke_config()}).json()
+        wait_for(c, job["id"], lambda rec: rec["status"] == "RUNNING")
+        r = c.delete(f"/v1/jobs/{job['id']}")
+        assert r.status_code == 200 and r.json()["status"] == "CANCELLED" and "cancelled during" in r.json()["error"]
+        ray_jobs = JobSubmissionClient(os.environ["PRESAFE_TEST_DASHBOARD"])
+        deadline = time.monotonic() + 60
+        while str(ray_jobs.get_job_status(job["submission_id"]).value) != "STOPPED":
+            assert time.monotonic() < deadline, "the Ray job was not stopped"
+            time.sleep(1)
+        assert c.get(f"/v1/jobs/{job['id']}").json()["status"] == "CANCELLED"
+        r = c.get(f"/v1/jobs/{job['id']}/report")
+        assert r.status_code == 409 and "no report yet" in r.json()["detail"]
