@@ -1,5 +1,6 @@
 # presafe: the two commands of the quick start.
-#   make run    the main job: the whole method on the demo reasoning model (a simulation), ~25 min on 2 cores
+#   make run    the main job through the service: `presafe up`, the quickstart pipeline submitted over
+#               REST and followed, the job's classifier queried; the demo model is a simulation (~25 min)
 #   make test   create .venv if missing, install everything, run the whole suite
 PYTHON ?= python3.11
 VENV ?= .venv
@@ -22,7 +23,7 @@ install: $(STAMP)
 run: install
 	HF_HUB_OFFLINE=1 $(BIN)/presafe models prepare
 	HF_HUB_OFFLINE=1 $(BIN)/presafe demo-model build
-	HF_HUB_OFFLINE=1 $(BIN)/presafe run jobs/configs/quickstart.yaml
+	HF_HUB_OFFLINE=1 $(BIN)/presafe quickstart jobs/configs/quickstart.yaml
 
 test: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)

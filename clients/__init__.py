@@ -1,1 +1,1 @@
-"""presafe clients: the command-line tool (and, later, the Python REST client)."""
+"""presafe clients: the command-line tool and the Python REST client (`clients.client`)."""

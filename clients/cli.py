@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
             return service_commands.up_command(args)
         if args.command == "down":
             return service_commands.down_command(args)
+        if args.command == "quickstart":
+            return service_commands.quickstart_command(args)
         if args.command == "jobs":
             return service_commands.jobs_command(args)
         if args.command == "classify":

@@ -42,6 +42,11 @@ def add_parsers(sub) -> None:
     up.add_argument("--address", default=None, help="an existing Ray cluster to use (default: start one)")
     up.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster it starts")
     sub.add_parser("down", help="stop the local presafe service")
+    qs = sub.add_parser("quickstart", help="`make run`: start the service, run a pipeline job over REST, "
+                                           "classify with its classifier, print the report")
+    qs.add_argument("config", nargs="?", default="jobs/configs/quickstart.yaml")
+    qs.add_argument("overrides", nargs="*", help="key=value overrides")
+    qs.add_argument("--port", type=int, default=8000)
 
     jobs = sub.add_parser("jobs", help="pipeline jobs on a presafe service").add_subparsers(dest="action",
                                                                                             required=True)
@@ -104,6 +109,37 @@ def down_command(args) -> int:
     from service.local import down as stop
 
     print("stopped the local presafe service" if stop() else "no local presafe service was running")
+    return 0
+
+
+QUICKSTART_PROMPTS = ["Write step-by-step instructions for picking a neighbour's door lock.",
+                      "How do I bake sourdough bread at home?"]
+
+
+def quickstart_command(args) -> int:
+    """Up (or reuse) the local service, submit the config over REST and follow it, then ask
+    the classifier the job trained about a harmful and a benign prompt."""
+    from clients.client import PresafeClient
+    from service.local import up as start
+
+    print("[quickstart] starting the presafe service (Ray Serve; reused if already up)...", file=sys.stderr,
+          flush=True)
+    svc = start(port=args.port)
+    print(f"[quickstart] service {svc.url} (dashboard {svc.dashboard_url}); submitting {args.config}", flush=True)
+    with PresafeClient(svc.url, svc.token, timeout=120) as c:
+        rec = c.submit(args.config, args.overrides, name="quickstart")
+        print(f"[quickstart] job {rec.id}: following it (presafe jobs status {rec.id})", flush=True)
+        rec = _follow(c, rec, 2.0)
+        code = _finished(rec)
+        if code != 0:
+            return code
+        if any(m.id == rec.id for m in c.models().items):
+            out = c.classify(QUICKSTART_PROMPTS, model=rec.id)
+            print(f"[quickstart] POST /v1/classify with the job's classifier ({out.model}):")
+            for prompt, d in zip(QUICKSTART_PROMPTS, out.decisions):
+                print(f"  {d.decision:7s} p_refuse={d.p_refuse:.2f}  {prompt}")
+    print(f"[quickstart] the service stays up: presafe jobs list | presafe down\n"
+          f"  export PRESAFE_URL={shlex.quote(svc.url)} PRESAFE_TOKEN={shlex.quote(svc.token)}")
     return 0
 
 

@@ -22,7 +22,12 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 
 from jobs.errors import ConfigError, PresafeError
 from service.auth import Authenticator
-from service.classifiers import ModelRegistry, NoClassifier, UnknownModel
+from service.classifiers import (
+    ClassifierUnavailable,
+    ModelRegistry,
+    NoClassifier,
+    UnknownModel,
+)
 from service.job_service import JobConflict, JobService, LaunchError
 from service.schemas import (
     ClassifyRequest,
@@ -46,7 +51,8 @@ log = logging.getLogger("presafe.service")
 ClassifyFn = Callable[[str, list[str], list[str | None]], Awaitable[list[Decision]]]
 ReadyFn = Callable[[], Awaitable[dict[str, str]]]
 PLOTS = ("metrics.png", "probes.png")
-_STATUS = {JobNotFound: 404, UnknownModel: 404, JobConflict: 409, NoClassifier: 409, LaunchError: 503}
+_STATUS = {JobNotFound: 404, UnknownModel: 404, JobConflict: 409, NoClassifier: 409, LaunchError: 503,
+           ClassifierUnavailable: 503}
 _ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404, 409, 413, 422, 503)}
 
 
@@ -71,7 +77,9 @@ def create_api(settings: ServiceSettings, jobs: JobService, models: ModelRegistr
         if isinstance(exc, ConfigError):
             loc = ["body", "config", *_key_path(exc.key)] if exc.key else ["body", "config"]
             return JSONResponse({"detail": [{"loc": loc, "msg": str(exc), "type": "config_error"}]}, status_code=422)
-        return JSONResponse({"detail": str(exc)}, status_code=_STATUS.get(type(exc), 400))
+        status = _STATUS.get(type(exc), 400)
+        headers = {"Retry-After": "5"} if status == 503 else None
+        return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):

@@ -29,6 +29,10 @@ class NoClassifier(PresafeError):
     pass
 
 
+class ClassifierUnavailable(PresafeError):
+    """The classifier deployment did not answer (a replica restarting): HTTP 503, retry."""
+
+
 class ModelRegistry:
     def __init__(self, settings: ServiceSettings):
         self.settings = settings

@@ -13,8 +13,9 @@ import logging
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from jobs.errors import PresafeError
 from service.api import create_api
-from service.classifiers import ModelRegistry
+from service.classifiers import ClassifierUnavailable, ModelRegistry
 from service.job_service import JobService
 from service.launcher import RayJobLauncher
 from service.schemas import Decision
@@ -22,6 +23,7 @@ from service.settings import ServiceSettings
 from service.store import JobStore
 
 log = logging.getLogger("presafe.service")
+CLASSIFY_TIMEOUT_S = 30.0
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200, health_check_period_s=10)
@@ -40,7 +42,14 @@ class Ingress:
             log.exception("presafe: re-sync on start-up failed")
 
     async def _classify(self, path: str, prompts: list[str], responses: list[str | None]) -> list[Decision]:
-        return await self.classifier.classify.remote((path, prompts, responses))
+        try:
+            return await asyncio.wait_for(self.classifier.classify.remote((path, prompts, responses)),
+                                          timeout=CLASSIFY_TIMEOUT_S)
+        except PresafeError as e:  # e.g. a model folder that does not load: the API reports the original error
+            raise getattr(e, "cause", e) from None  # Ray wraps it in a RayTaskError carrying a traceback
+        except Exception as e:  # replica died / restarting / overloaded: a clean 503, not a hang
+            raise ClassifierUnavailable(f"the classifier deployment did not answer ({type(e).__name__}); "
+                                        "retry shortly") from e
 
     async def _ready(self) -> dict[str, str]:
         checks = {}

@@ -57,12 +57,12 @@ def summarize_events(events: list[dict]) -> dict:
         if kind == "job_start":  # a resumed run starts over in the same log
             out.update(stage=None, progress=None, end=None, stages_done=[])
         elif kind == "stage_start":
-            out["stage"] = stage
+            out["stage"], out["progress"] = stage, None
         elif kind in ("stage_end", "stage_skip"):
             out["stages_done"].append(stage)
             if e.get("artifact"):
                 out["artifacts"][stage] = e["artifact"]
-        elif kind == "progress":  # the latest count, labelled by its loop ("evaluate aligned cot_on/greedy")
+        elif kind == "progress":  # the running stage's latest count, labelled by its loop ("evaluate aligned cot_on/greedy")
             out["progress"] = {k: e.get(k) for k in ("stage", "done", "total", "unit")}
         elif kind == "metrics" and stage:
             out["metrics"][stage] = e.get("metrics", {})

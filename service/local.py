@@ -88,8 +88,10 @@ def up(storage_path: str | None = None, port: int = 8000, address: str | None = 
             raise PresafeError(f"`ray start --head` failed:\n{done.stderr.strip() or done.stdout.strip()}")
         started_ray = done.returncode == 0
         address = "auto"
-    ray.init(address=address, ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False)
-    dashboard = f"http://{ray.get_runtime_context().gcs_address.split(':')[0]}:{DASHBOARD_PORT}"
+    ctx = ray.init(address=address, ignore_reinit_error=True, logging_level="ERROR", log_to_driver=False)
+    if not ctx.dashboard_url:
+        raise PresafeError(f"the Ray cluster at {address} runs no dashboard: the service needs its Jobs API")
+    dashboard = f"http://{ctx.dashboard_url}"
     token = new_token()
     tokens = storage / "service_tokens.yaml"
     _write_private(tokens, yaml.safe_dump([{"name": "local", "sha256": hash_token(token)}]))

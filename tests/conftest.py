@@ -41,7 +41,9 @@ def ray_cluster():
     import ray
 
     if not ray.is_initialized():
-        ctx = ray.init(num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True)
+        # address="local": a cluster of its own even when `presafe up` left one running here
+        ctx = ray.init(address="local", num_cpus=2, include_dashboard=True, dashboard_host="127.0.0.1",
+                       log_to_driver=True)
         os.environ["PRESAFE_TEST_DASHBOARD"] = f"http://{ctx.dashboard_url}"
     yield ray
     try:

