@@ -105,6 +105,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--model", default=None, help="a classifier folder (default: MiniLM with an untrained head)")
     ap.add_argument("--port", type=int, default=8123)
+    ap.add_argument("--items", type=int, default=1, help="items per request (default 1)")
     args = ap.parse_args()
 
     import ray
@@ -140,26 +141,31 @@ def main() -> None:
     base = f"http://127.0.0.1:{args.port}"
 
     def body(i: int) -> dict:
-        return {"items": [{"prompt": PROMPTS[i % len(PROMPTS)], "response": RESPONSE}]}
+        return {"items": [{"prompt": PROMPTS[(i + k) % len(PROMPTS)], "response": RESPONSE} for k in range(args.items)]}
 
     # warm up both (model loads), then measure side by side
     asyncio.run(load(f"{base}/v1/classify", body, 4, 3))
     asyncio.run(load(f"{base}/baseline", body, 2, 3))
     results = {}
-    print(f"{args.clients} clients x {args.seconds:.0f} s each, 1 item per request", flush=True)
+    print(f"{args.clients} clients x {args.seconds:.0f} s each, {args.items} item(s) per request", flush=True)
     results["baseline (a)"] = asyncio.run(load(f"{base}/baseline", body, args.clients, args.seconds))
     results["service"] = asyncio.run(load(f"{base}/v1/classify", body, args.clients, args.seconds))
     serve.shutdown()
     ray.shutdown()
     results["in-process (b)"] = in_process(model, args.seconds, batch=32)
+    for name in ("baseline (a)", "service"):  # requests/s -> items/s, comparable with in-process
+        results[name]["items_per_s"] = results[name]["rps"] * args.items
+    results["in-process (b)"]["items_per_s"] = results["in-process (b)"]["rps"]
 
-    svc, a, b = results["service"]["rps"], results["baseline (a)"]["rps"], results["in-process (b)"]["rps"]
-    rows = [[k, v["requests"], v["errors"], v["rps"], v["p50_ms"], v["p99_ms"]] for k, v in results.items()]
+    svc, a, b = (results[k]["items_per_s"] for k in ("service", "baseline (a)", "in-process (b)"))
+    rows = [[k, v["requests"], v["errors"], v["items_per_s"], v["p50_ms"], v["p99_ms"]] for k, v in results.items()]
     print(table(["target", "requests", "errors", "items/s", "p50 ms", "p99 ms"], rows))
     ratios = {"service_vs_baseline": svc / a, "service_vs_in_process": svc / b}
     print(f"service / baseline = {ratios['service_vs_baseline']:.2f}x (target >= 5x); "
           f"service / in-process = {ratios['service_vs_in_process']:.0%} (target >= 80%)")
-    write_result("classify_load", {"clients": args.clients, "seconds": args.seconds, "results": results,
+    suffix = "" if args.items == 1 else f"_items{args.items}"
+    write_result(f"classify_load{suffix}", {"clients": args.clients, "seconds": args.seconds, "items_per_request": args.items,
+                                   "results": results,
                                    "ratios": ratios, "targets": {"service_vs_baseline": 5.0,
                                                                  "service_vs_in_process": 0.8}})
 

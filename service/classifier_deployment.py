@@ -29,10 +29,16 @@ Call = tuple[str, list[str], list[str | None]]
     health_check_timeout_s=10,
 )
 class Classifier:
-    def __init__(self, capacity: int = 4):
+    def __init__(self, capacity: int = 4, torch_threads: int | None = None):
+        import torch
+
+        # Ray caps a replica's torch threads at its CPU reservation (1 here). On a CPU node
+        # with cores to spare, raise it; on a busy small node more threads only contend.
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
         self.pool = ClassifierPool(capacity)
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
     async def classify(self, calls: list[Call]) -> list[list[Decision]]:
         return await asyncio.to_thread(self.pool.classify_many, calls)
 

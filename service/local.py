@@ -66,7 +66,9 @@ def _ray_cli() -> str:
 
 
 def up(storage_path: str | None = None, port: int = 8000, address: str | None = None, num_cpus: int | None = None,
-       data_roots: list[str] | None = None, wait_s: float = 180.0) -> LocalService:
+       data_roots: list[str] | None = None, host: str = "127.0.0.1", wait_s: float = 180.0) -> LocalService:
+    """Start (or find) the service. `host` 0.0.0.0 serves other machines too (tokens are
+    required either way); `data_roots` default to the current directory."""
     import ray
     from ray import serve
 
@@ -103,7 +105,7 @@ def up(storage_path: str | None = None, port: int = 8000, address: str | None = 
         "job_entrypoint_python": sys.executable,
         "job_env": {"HF_HUB_OFFLINE": "1", "PRESAFE_HOME": str(cache_dir())},
     }
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(http_options={"host": host, "port": port})
     serve.run(build_app(settings), name=APP_NAME, route_prefix="/", blocking=False)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + wait_s

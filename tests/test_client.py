@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import json
 import socket
-import sys
 import types
 
 import httpx
@@ -426,20 +425,21 @@ def test_cli_models_list_with_an_unreachable_service_notes_it_and_exits_0(capsys
 
 
 def test_cli_up_and_down(monkeypatch, capsys):
-    calls = {}
-    fake = types.ModuleType("service.local")
+    import service.local
 
-    def up(storage_path=None, port=8000, address=None, num_cpus=None):
-        calls["up"] = (storage_path, port, address, num_cpus)
+    calls = {}
+
+    def up(storage_path=None, port=8000, address=None, num_cpus=None, data_roots=None, host="127.0.0.1"):
+        calls["up"] = (storage_path, port, address, num_cpus, data_roots, host)
         return types.SimpleNamespace(url="http://127.0.0.1:8001", token="psf_x", dashboard_url="http://127.0.0.1:8265",
                                      storage_path="/tmp/presafe")
 
-    fake.up = up
-    fake.down = lambda: True
-    monkeypatch.setitem(sys.modules, "service.local", fake)
-    assert main(["up", "--port", "8001", "--storage", "/tmp/presafe", "--num-cpus", "2"]) == 0
+    monkeypatch.setattr(service.local, "up", up)
+    monkeypatch.setattr(service.local, "down", lambda: True)
+    assert main(["up", "--port", "8001", "--storage", "/tmp/presafe", "--num-cpus", "2", "--data-root", "/d1",
+                 "--data-root", "/d2", "--host", "0.0.0.0"]) == 0
     out = capsys.readouterr().out
-    assert calls["up"] == ("/tmp/presafe", 8001, None, 2)
+    assert calls["up"] == ("/tmp/presafe", 8001, None, 2, ["/d1", "/d2"], "0.0.0.0")
     assert "export PRESAFE_URL=http://127.0.0.1:8001 PRESAFE_TOKEN=psf_x" in out
     assert "http://127.0.0.1:8265" in out
     assert main(["down"]) == 0
