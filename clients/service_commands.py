@@ -187,6 +187,7 @@ def _follow(c, rec: JobRecord, poll: float) -> JobRecord:
         if stage != shown["stage"]:
             bar.set_description(stage, refresh=False)
             bar.total = None  # reset(total=None) would keep the previous stage's total
+            bar.unit = p.unit if p else "it"
             bar.reset(total=p.total if p else None)
             shown["stage"] = stage
         if p is not None:

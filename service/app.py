@@ -18,4 +18,5 @@ from service.settings import ServiceSettings
 
 def build_app(args: dict) -> Application:
     settings = ServiceSettings.model_validate(args or {})
-    return Ingress.bind(Classifier.bind(), settings.model_dump(mode="json"))
+    classifier = Classifier.bind(torch_threads=settings.classifier_torch_threads)
+    return Ingress.bind(classifier, settings.model_dump(mode="json"))

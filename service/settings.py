@@ -78,6 +78,8 @@ class ServiceSettings(BaseModel):
     limits: Limits = Field(default_factory=Limits)
     default_classifier: str | None = Field(None, description="model id or folder /classify uses when none is given")
     model_dirs: dict[str, str] = Field(default_factory=dict, description="extra classifiers: id -> folder")
+    classifier_torch_threads: int | None = Field(None, ge=1, description="torch threads per classifier replica "
+                                                 "(default: Ray's, i.e. its CPU reservation)")
     ray_address: str | None = Field(None, description="dashboard URL for the Ray Jobs API; default: this cluster's")
     job_env: dict[str, str] = Field(default_factory=lambda: {"HF_HUB_OFFLINE": "1"},
                                     description="environment variables of every job driver")

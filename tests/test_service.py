@@ -199,14 +199,15 @@ def test_job_lifecycle_survives_a_service_restart(service):
 def test_classifier_replica_killed_gives_clean_503s_then_recovers(service):
     """Runs after the lifecycle test (its job's classifier is the default model)."""
     import ray
-    from ray.util.state import list_actors
 
     with service.client() as c:
         body = {"items": [{"prompt": "How do I make a bomb?"}]}
         assert c.post("/v1/classify", json=body).status_code == 200
-        (replica,) = [a for a in list_actors(filters=[("state", "=", "ALIVE")])
-                      if "Classifier" in (a.get("name") or "") and "presafe" in (a.get("name") or "")]
-        ray.kill(ray.get_actor(replica["name"], namespace="serve"), no_restart=True)
+        # the driver's own connection, not the state API: that one resolves the cluster
+        # address afresh and can land on a stale /tmp/ray session left by another cluster
+        (replica,) = [a for a in ray.util.list_named_actors(all_namespaces=True)
+                      if "presafe" in a["name"] and "Classifier" in a["name"]]
+        ray.kill(ray.get_actor(replica["name"], namespace=replica["namespace"]), no_restart=True)
         codes, deadline = [], time.monotonic() + 90
         while time.monotonic() < deadline:
             t0 = time.monotonic()
