@@ -143,6 +143,9 @@ def _stage(args) -> int:
         from jobs.stages.targets import run_targets as run
     elif args.name == "align":
         from jobs.align.train import run_align as run
+        from jobs.pipeline import preflight_cluster
+
+        preflight_cluster(cfg, args.config)
     elif args.name == "evaluate":
         from jobs.stages.evaluate import run_evaluate as run
     else:

@@ -234,7 +234,23 @@ def run_pipeline(config: str | Path, overrides: list[str] | None = None) -> Path
         check_against_model(cfg.align, cfg.model)
     except ConfigError as e:
         raise ConfigError(f"{config}: {e} (model {cfg.model})") from None
+    preflight_cluster(cfg, str(config))
     return Pipeline(cfg).run()
+
+
+def preflight_cluster(cfg: PipelineConfig, source: str) -> None:
+    """Stages that train on Ray workers: join the cluster now and refuse checkpoint storage
+    its nodes cannot share, before the first stage runs rather than hours into the job."""
+    from jobs.scale import connect_ray
+
+    scales = [("align.scale", cfg.align.scale)]
+    if cfg.signals.train is not None:
+        scales.append(("signals.train.scale", cfg.signals.train.scale))
+    for key, scale in scales:
+        try:
+            connect_ray(scale, key)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}", key=e.key) from None
 
 
 def main(argv: list[str] | None = None) -> int:

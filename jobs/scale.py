@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from jobs.config import check
+
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
 
 
 @dataclass
@@ -22,8 +24,19 @@ class ScaleConfig:
     deepspeed: dict | None = None
     """Optional DeepSpeed config (a dict as in ds_config.json). Batch sizes and gradient
     clipping are filled in from the train section when absent."""
+    placement_strategy: str = "PACK"
+    """How Ray places the workers on nodes: PACK (fill one node first), SPREAD (one per node
+    where possible), STRICT_PACK (all on one node) or STRICT_SPREAD (one per node, or wait)."""
+    resources_per_worker: dict[str, float] = field(default_factory=dict)
+    """Extra resources each worker needs besides its CPUs and GPU: a custom node resource
+    (`{"trainer_pool": 1}`) or an accelerator type (`{"accelerator_type:H100": 0.001}`)."""
     storage_path: str | None = None
-    """Where Ray Train keeps checkpoints (local dir or s3://); default beside the output."""
+    """Where Ray Train keeps checkpoints: a local folder (default: beside the job's output) or a
+    cloud URI (s3://, gs://, ... through pyarrow; see jobs.storage). A multi-node cluster needs
+    a URI or `shared_filesystem: true`."""
+    shared_filesystem: bool = False
+    """The checkpoint folder is one filesystem mounted at the same path on every node (NFS,
+    EFS, Filestore): a local path is then allowed on a multi-node cluster."""
     max_failures: int = 0
     """Worker-group restarts Ray Train may make; each restart resumes from the latest checkpoint."""
 
@@ -33,6 +46,13 @@ class ScaleConfig:
         check(self.backend in ("auto", "gloo", "nccl"), "backend", "must be auto, gloo or nccl")
         check(not (self.backend == "nccl" and not self.use_gpu), "backend", "nccl needs use_gpu: true")
         check(self.max_failures >= 0, "max_failures", "must be >= 0")
+        check(self.placement_strategy in PLACEMENT_STRATEGIES, "placement_strategy",
+              f"must be one of {list(PLACEMENT_STRATEGIES)}, got {self.placement_strategy!r}")
+        for name, amount in self.resources_per_worker.items():
+            check(name not in ("CPU", "GPU"), f"resources_per_worker.{name}",
+                  "set CPUs with cpus_per_worker and GPUs with use_gpu")
+            check(amount >= 0, f"resources_per_worker.{name}", "must be >= 0")
+        check(self.storage_path is None or bool(self.storage_path.strip()), "storage_path", "must not be empty")
         if self.deepspeed is not None:
             stage = (self.deepspeed.get("zero_optimization") or {}).get("stage", 0)
             check(stage in (0, 1, 2, 3), "deepspeed.zero_optimization.stage", f"must be 0, 1, 2 or 3, got {stage!r}")
@@ -44,6 +64,12 @@ class ScaleConfig:
     @property
     def resolved_backend(self) -> str:
         return self.backend if self.backend != "auto" else ("nccl" if self.use_gpu else "gloo")
+
+    def worker_resources(self) -> dict[str, float] | None:
+        """Ray Train's resources_per_worker (None in-process)."""
+        if not self.num_workers:
+            return None
+        return {"CPU": self.cpus_per_worker, **self.resources_per_worker}
 
     @property
     def zero_stage(self) -> int:
@@ -71,3 +97,32 @@ def ensure_process_group() -> None:
     os.environ.update({"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
                        "MASTER_PORT": str(port)})
     dist.init_process_group("gloo", rank=0, world_size=1)
+
+
+def connect_ray(scale: ScaleConfig, key: str) -> None:
+    """With Ray Train workers: join the cluster (RAY_ADDRESS, or a local one) and refuse a
+    checkpoint folder the cluster's nodes cannot share, before any work starts. `key` is
+    the dotted path of this ScaleConfig in the user's config (for the message)."""
+    if scale.num_workers == 0:
+        return
+    import ray
+
+    from jobs.storage import alive_nodes, check_cluster_storage
+
+    if not ray.is_initialized():
+        ray.init(log_to_driver=True)
+    check_cluster_storage(scale.storage_path or "", scale.shared_filesystem, f"{key}.storage_path", alive_nodes())
+
+
+def train_kwargs(scale: ScaleConfig, default_storage: str) -> dict:
+    """TorchTrainer keyword arguments that follow the scale section: `scaling_config`, and
+    the RunConfig's `storage_path` / `storage_filesystem`."""
+    from ray.train import ScalingConfig
+
+    from jobs.storage import ray_storage
+
+    storage, filesystem = ray_storage(scale.storage_path or default_storage)
+    scaling = ScalingConfig(num_workers=scale.num_workers, use_gpu=scale.use_gpu,
+                            resources_per_worker=scale.worker_resources(),
+                            placement_strategy=scale.placement_strategy)
+    return {"scaling_config": scaling, "storage_path": storage, "storage_filesystem": filesystem}

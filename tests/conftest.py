@@ -11,6 +11,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
+# The cloud-storage tests talk to a local S3 server (moto; see s3_server). Set before the
+# shared Ray cluster starts, so its workers inherit them; no test touches real AWS.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "presafe-test")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "presafe-test")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("PRESAFE_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -72,3 +78,16 @@ def tiny_lm_factory(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_lm(tiny_lm_factory) -> str:
     return tiny_lm_factory("generic")
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A moto S3 server on a free port; yields a function bucket -> s3:// URI prefix."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield lambda bucket, prefix="": (f"s3://{bucket}/{prefix}?endpoint_override={host}:{port}&scheme=http"
+                                     "&allow_bucket_creation=true")
+    server.stop()

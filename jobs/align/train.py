@@ -32,7 +32,7 @@ from jobs.config import from_dict, to_dict
 from jobs.errors import DataError, PresafeError
 from jobs.optim import warmup_linear_decay
 from jobs.pipeline_config import PipelineConfig
-from jobs.scale import ensure_process_group
+from jobs.scale import connect_ray, ensure_process_group, train_kwargs
 
 STATE = "state.json"
 EXPORT = "export"
@@ -81,6 +81,8 @@ class AlignTrainer:
         self.total_steps = a.train.max_steps or steps_per_epoch * a.train.epochs
         self.checkpoint_root = checkpoint_root
         self.show_progress = show_progress and rank == 0
+        self.resumed_from_step = 0
+        self.micro_done = self.tokens_done = 0  # this process's work (not counting before a resume)
 
         lora_params = [p for n, p in self.model.lm.named_parameters() if p.requires_grad]
         groups = [{"params": lora_params, "lr": a.train.learning_rate, "weight_decay": a.train.weight_decay},
@@ -126,6 +128,7 @@ class AlignTrainer:
         Every rank calls report the same number of times."""
         a = self.cfg.align.train
         step = self.load_state(resume_from) if resume_from is not None else 0
+        self.resumed_from_step = step
         if step:
             print(f"[align] resumed from {resume_from} at step {step}/{self.total_steps}", flush=True)
         self.engine.train()
@@ -140,6 +143,8 @@ class AlignTrainer:
                 self.engine.backward(out["loss"])
                 self.engine.step()
                 window.add(out, batch)
+                self.micro_done += 1
+                self.tokens_done += int(batch["attention_mask"].sum())
             step += 1
             bar.update(1)
             metrics = None
@@ -209,6 +214,8 @@ class AlignTrainer:
         import torch.distributed as dist
 
         lora, head = self.trainable_state()
+        workers = [None] * self.world_size
+        dist.all_gather_object(workers, self.worker_record())
         path = self._checkpoint_dir("final")
         if self.rank == 0:
             out = path / EXPORT
@@ -223,6 +230,8 @@ class AlignTrainer:
                 "steps": step,
                 "train_seconds": seconds,
                 "world_size": self.world_size,
+                "resumed_from_step": self.resumed_from_step,
+                "workers": workers,
                 "zero_stage": self.zero_stage,
                 "aux_layers": self.layers,
                 "aux_weight": self.cfg.align.aux.weight,
@@ -233,6 +242,22 @@ class AlignTrainer:
             (out / META).write_text(json.dumps(meta, indent=2, default=str))
         dist.barrier()
         return path
+
+
+    def worker_record(self) -> dict:
+        """Who trained what: rank, Ray node, host, pid, and the micro-batches and tokens this
+        process trained since it (re)started."""
+        import os
+        import socket
+
+        node_id = None
+        with contextlib.suppress(Exception):  # no Ray here (plain in-process use): no node id
+            import ray
+
+            if ray.is_initialized():
+                node_id = ray.get_runtime_context().get_node_id()
+        return {"rank": self.rank, "node_id": node_id, "host": socket.gethostname(), "pid": os.getpid(),
+                "micro_batches": self.micro_done, "tokens": self.tokens_done}
 
 
 class _Window:
@@ -322,7 +347,7 @@ def train_loop_per_worker(args: dict) -> dict:
 def run_align(cfg: PipelineConfig, targets_path: Path | None = None) -> Path:
     """Train and publish `<job_dir>/<align.output_name>/` (peft adapter + head.pt + meta.json
     [+ merged/]). Returns that folder."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     job = Path(cfg.job_dir).resolve()
@@ -332,18 +357,15 @@ def run_align(cfg: PipelineConfig, targets_path: Path | None = None) -> Path:
     out = job / a.output_name
     root = job / f"{a.output_name}.checkpoints"
     root.mkdir(parents=True, exist_ok=True)
-    if a.scale.num_workers > 0:
-        import ray
-
-        if not ray.is_initialized():
-            ray.init(log_to_driver=True)
+    connect_ray(a.scale, "align.scale")
+    ray_kwargs = train_kwargs(a.scale, str(job / ".ray"))
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": to_dict(cfg), "rows": [r.__dict__ for r in rows], "checkpoint_root": str(root)},
-        scaling_config=ScalingConfig(num_workers=a.scale.num_workers, use_gpu=a.scale.use_gpu,
-                                     resources_per_worker={"CPU": a.scale.cpus_per_worker} if a.scale.num_workers else None),
+        scaling_config=ray_kwargs["scaling_config"],
         torch_config=TorchConfig(backend=a.scale.resolved_backend),
-        run_config=RunConfig(name=f"align-{a.output_name}", storage_path=a.scale.storage_path or str(job / ".ray"),
+        run_config=RunConfig(name=f"align-{a.output_name}", storage_path=ray_kwargs["storage_path"],
+                             storage_filesystem=ray_kwargs["storage_filesystem"],
                              failure_config=FailureConfig(max_failures=a.scale.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )

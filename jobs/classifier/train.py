@@ -286,8 +286,10 @@ def train_loop_per_worker(args: dict) -> dict | None:
 def train_classifier(cfg: ClassifierJobConfig) -> Path:
     """Run the job and publish `<output_dir>` with the best epoch's model and meta.json
     (validation and test metrics). Returns the output folder."""
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, RunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
+
+    from jobs.scale import connect_ray, train_kwargs
 
     output = Path(cfg.output_dir).resolve()
     data = load_splits(cfg.data)
@@ -296,21 +298,16 @@ def train_classifier(cfg: ClassifierJobConfig) -> Path:
     output.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.work.", dir=output.parent))
     try:
-        if cfg.scale.num_workers > 0:
-            import ray
-
-            if not ray.is_initialized():
-                ray.init(log_to_driver=True)
-        storage = cfg.scale.storage_path or str(output.parent / ".ray_results")
+        connect_ray(cfg.scale, "scale")
+        ray_kwargs = train_kwargs(cfg.scale, str(output.parent / ".ray_results"))
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"config": to_dict(cfg), "data": data, "scratch_dir": str(scratch)},
-            scaling_config=ScalingConfig(
-                num_workers=cfg.scale.num_workers, use_gpu=cfg.scale.use_gpu,
-                resources_per_worker={"CPU": cfg.scale.cpus_per_worker} if cfg.scale.num_workers else None,
-            ),
+            scaling_config=ray_kwargs["scaling_config"],
             torch_config=TorchConfig(backend=cfg.scale.resolved_backend),
-            run_config=RunConfig(name=f"classifier-{output.name}-{int(time.time())}", storage_path=storage,
+            run_config=RunConfig(name=f"classifier-{output.name}-{int(time.time())}",
+                                 storage_path=ray_kwargs["storage_path"],
+                                 storage_filesystem=ray_kwargs["storage_filesystem"],
                                  checkpoint_config=CheckpointConfig(num_to_keep=1)),
         )
         result = trainer.fit()
