@@ -14,7 +14,7 @@ $PRESAFE_URL / $PRESAFE_TOKEN, else the service `presafe up` started):
     presafe up [--port 8000] [--storage PATH] [--address RAY_ADDRESS] [--num-cpus N] | down
     presafe jobs submit jobs/configs/quickstart.yaml [key=value ...] [--name N] [--idempotency-key K] [--wait]
     presafe jobs list [--status RUNNING] [--limit N] | status ID [--json] | logs ID [--tail N]
-    presafe jobs cancel ID | report ID [--json]
+    presafe jobs cancel ID | resume ID [--wait] | report ID [--json]
     presafe classify "prompt" [--response "..."] [--model ID] [--json]
     presafe models list            (also lists the service's classifiers when one is configured)
 

@@ -296,6 +296,11 @@ class PresafeClient:
         """Cancel a job; a finished job is returned unchanged."""
         return self._parse(JobRecord, self._request("DELETE", f"/jobs/{_q(job_id)}"))
 
+    def resume(self, job_id: str) -> JobRecord:
+        """Start a FAILED or CANCELLED job again (ApiError 409 otherwise): the stages it
+        completed are skipped, the one that was cut off runs again."""
+        return self._parse(JobRecord, self._request("POST", f"/jobs/{_q(job_id)}/resume"))
+
     def report(self, job_id: str) -> JobReport:
         """The job's report (ApiError 409 while it has none yet)."""
         return self._parse(JobReport, self._request("GET", f"/jobs/{_q(job_id)}/report"))

@@ -3,7 +3,7 @@
     presafe up [--port 8000] [--storage PATH] [--address RAY_ADDRESS] [--num-cpus N] | down
     presafe jobs submit CONFIG [key=value ...] [--name N] [--idempotency-key K] [--wait]
     presafe jobs list [--status S] [--limit N] | status ID [--json] | logs ID [--tail N]
-    presafe jobs cancel ID | report ID [--json]
+    presafe jobs cancel ID | resume ID [--wait] | report ID [--json]
     presafe classify "prompt" [--response TEXT] [--model ID] [--json]
     presafe models list          (embedded models, then the service's classifiers)
 
@@ -73,10 +73,14 @@ def add_parsers(sub) -> None:
     logs.add_argument("--tail", type=int, default=200)
     cancel = jobs.add_parser("cancel", help="cancel a job")
     cancel.add_argument("id")
+    resume = jobs.add_parser("resume", help="start a FAILED or CANCELLED job again; completed stages are skipped")
+    resume.add_argument("id")
+    resume.add_argument("--wait", action="store_true", help="follow the job until it finishes (exit 1 if it fails)")
+    resume.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
     report = jobs.add_parser("report", help="a finished job's report")
     report.add_argument("id")
     report.add_argument("--json", action="store_true", help="the report as JSON")
-    for p in (submit, lst, status, logs, cancel, report):
+    for p in (submit, lst, status, logs, cancel, resume, report):
         add_service_options(p)
 
     clf = sub.add_parser("classify", help="decide refuse/comply with the service's classifier")
@@ -151,7 +155,7 @@ def quickstart_command(args) -> int:
 
 def jobs_command(args) -> int:
     return {"submit": _submit, "list": _list, "status": _status, "logs": _logs, "cancel": _cancel,
-            "report": _report}[args.action](args)
+            "resume": _resume, "report": _report}[args.action](args)
 
 
 def _submit(args) -> int:
@@ -317,6 +321,17 @@ def _cancel(args) -> int:
     else:
         print(f"job {rec.id} was already {rec.status.value}: nothing to cancel")
     return 0
+
+
+def _resume(args) -> int:
+    with _client(args) as c:
+        rec = c.resume(args.id)
+        done = f" (done before: {', '.join(rec.stages_done)})" if rec.stages_done else ""
+        print(f"job {rec.id} resumed as Ray job {rec.submission_id}{done}")
+        if not args.wait:
+            return 0
+        rec = _follow(c, rec, args.poll)
+    return _finished(rec)
 
 
 def _report(args) -> int:

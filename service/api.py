@@ -135,6 +135,11 @@ def create_api(settings: ServiceSettings, jobs: JobService, models: ModelRegistr
             raise JobNotFound(f"job {job_id} has no {name}")
         return FileResponse(path, media_type="image/png")
 
+    @app.post("/v1/jobs/{job_id}/resume", response_model=JobRecord, tags=["jobs"],
+              summary="Start a FAILED or CANCELLED job again; stages it completed are not redone")
+    def resume_job(job_id: str, _: str = Depends(write)):
+        return jobs.resume(job_id)
+
     @app.delete("/v1/jobs/{job_id}", response_model=JobRecord, tags=["jobs"])
     def cancel_job(job_id: str, _: str = Depends(write)):
         return jobs.cancel(job_id)

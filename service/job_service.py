@@ -26,7 +26,7 @@ from jobs.errors import PresafeError
 from jobs.events import read_events
 from jobs.pipeline_config import PipelineConfig
 from service.data_policy import confine_data_paths
-from service.launcher import DriverState, RayJobLauncher, submission_id_for
+from service.launcher import DriverState, RayJobLauncher, attempt_of, submission_id_for
 from service.schemas import JobCreate, JobLogs, JobPage, JobRecord, JobStatus, Progress
 from service.settings import ServiceSettings
 from service.store import JobNotFound, JobRow, JobStore
@@ -169,6 +169,26 @@ class JobService:
             raise JobConflict(f"job {job_id} has no report yet (status {row.status}, stage {row.stage})")
         return path
 
+    # -- resume -----------------------------------------------------------------------------
+    def resume(self, job_id: str) -> JobRecord:
+        """Start a FAILED or CANCELLED job again in its own folder: the driver skips every
+        stage the earlier attempts completed (the pipeline's resume) and goes on from the
+        one that was cut off. Each attempt is a new Ray job (`submission_id_for(id, n)`)."""
+        record = self.get(job_id)
+        if record.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+            raise JobConflict(f"job {job_id} is {record.status.value}: only a FAILED or CANCELLED job can be resumed")
+        row = self.row(job_id)
+        cfg = from_dict(PipelineConfig, {**row.config, "resume": True}, source=f"job {job_id}")
+        confine_data_paths(cfg, self.settings.data_roots)  # the data roots may have narrowed since
+        attempt = attempt_of(row.submission_id) + 1
+        submission = submission_id_for(job_id, attempt)
+        config_path = Path(row.job_dir) / REQUEST_CONFIG
+        _write_yaml(config_path, to_dict(cfg))
+        self.launcher.submit(submission, str(config_path), {"PRESAFE_JOB_ID": job_id})
+        row = self.store.update(job_id, status=JobStatus.PENDING.value, submission_id=submission, error=None,
+                                ended_at=None, config=to_dict(cfg))
+        return self.to_record(row)
+
     # -- cancel -----------------------------------------------------------------------------
     def cancel(self, job_id: str) -> JobRecord:
         record = self.get(job_id)
@@ -192,9 +212,13 @@ def _changes(row: JobRow, summary: dict, driver: DriverState) -> dict:
         status = driver.status
         error = None
         if status == JobStatus.FAILED:
-            error = (end or {}).get("error") or driver.message or "the driver failed"
-            if end and end.get("stage"):
-                error = f"stage {end['stage']} failed: {error}"
+            if end:
+                error = end.get("error") or driver.message or "the driver failed"
+                if end.get("stage"):
+                    error = f"stage {end['stage']} failed: {error}"
+            else:  # the driver died without a word (killed, out of memory, node lost)
+                where = f"during stage {summary['stage']}" if summary["stage"] else "before its first stage"
+                error = f"the driver exited {where} without finishing: {driver.message or 'no message from Ray'}"
     stage = summary["stage"]
     if summary != (row.summary or {}):
         changes["summary"] = summary

@@ -8,6 +8,7 @@ already started instead of starting a second one.
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass
 
@@ -17,8 +18,14 @@ _RAY_TO_PRESAFE = {"PENDING": JobStatus.PENDING, "RUNNING": JobStatus.RUNNING, "
                    "FAILED": JobStatus.FAILED, "STOPPED": JobStatus.CANCELLED}
 
 
-def submission_id_for(job_id: str) -> str:
-    return f"presafe-{job_id}"
+def submission_id_for(job_id: str, attempt: int = 1) -> str:
+    """The Ray submission id of a job's n-th attempt (a resume is a new attempt)."""
+    return f"presafe-{job_id}" if attempt == 1 else f"presafe-{job_id}-attempt{attempt}"
+
+
+def attempt_of(submission_id: str) -> int:
+    m = re.search(r"-attempt(\d+)$", submission_id)
+    return int(m.group(1)) if m else 1
 
 
 @dataclass

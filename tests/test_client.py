@@ -211,6 +211,7 @@ def test_read_methods_send_the_right_requests():
         ("GET", "/v1/jobs"): (200, {"items": [job("j1"), job("j2", "FAILED")], "total": 7, "limit": 2, "offset": 4}),
         ("GET", "/v1/jobs/j1/logs"): (200, {"job_id": "j1", "lines": ["a", "b"], "truncated": True}),
         ("DELETE", "/v1/jobs/j1"): (200, job("j1", "CANCELLED")),
+        ("POST", "/v1/jobs/j1/resume"): (200, job("j1", "PENDING")),
         ("GET", "/v1/jobs/j1/report"): (200, {"job_id": "j1", "report": {"model": "m"},
                                              "plots": {"metrics": "/v1/jobs/j1/report/plots/metrics.png"}}),
         ("GET", "/v1/jobs/j1/report/plots/metrics.png"): (200, b"\x89PNG..."),
@@ -229,6 +230,7 @@ def test_read_methods_send_the_right_requests():
     logs = c.logs("j1", tail=5)
     assert isinstance(logs, JobLogs) and logs.truncated and api.requests[-1].url.params["tail"] == "5"
     assert c.cancel("j1").status is JobStatus.CANCELLED
+    assert c.resume("j1").status is JobStatus.PENDING and api.requests[-1].method == "POST"
     rep = c.report("j1")
     assert isinstance(rep, JobReport)
     assert c.plot("j1", "metrics") == b"\x89PNG..." == c.plot("j1", rep.plots["metrics"])
@@ -372,6 +374,8 @@ def test_cli_status_logs_cancel_report_classify(cli_api, capsys):
                                           metrics={"align": {"loss": 0.123456, "step": 30}})),
         ("GET", "/v1/jobs/j1/logs"): (200, {"job_id": "j1", "lines": ["line 1", "line 2"], "truncated": True}),
         ("DELETE", "/v1/jobs/j1"): (200, job("j1", "SUCCEEDED")),
+        ("POST", "/v1/jobs/j1/resume"): (200, job("j1", "PENDING", stages_done=["decide", "signals"],
+                                                  submission_id="presafe-j1-attempt2")),
         ("GET", "/v1/jobs/j1/report"): (200, {"job_id": "j1", "report": {
             "job_dir": "/srv/presafe/jobs/j1", "model": "embedded:demo-reasoner", "simulation": True,
             "evaluation": {"variants": {"aligned": {"runs": {"cot_on": {"asr": 0.05, "over_refusal": 0.1,
@@ -389,6 +393,9 @@ def test_cli_status_logs_cancel_report_classify(cli_api, capsys):
     assert out == "line 1\nline 2\n" and "older lines left out" in err
     assert main(["jobs", "cancel", "j1", "--url", URL]) == 0
     assert "already SUCCEEDED" in capsys.readouterr().out
+    assert main(["jobs", "resume", "j1", "--url", URL]) == 0
+    assert capsys.readouterr().out.strip() == ("job j1 resumed as Ray job presafe-j1-attempt2 "
+                                               "(done before: decide, signals)")
     assert main(["jobs", "report", "j1", "--url", URL]) == 0
     out = capsys.readouterr().out
     assert "report: /srv/presafe/jobs/j1/report.md" in out and "(SIMULATION)" in out

@@ -3,6 +3,7 @@ Ray Jobs API as `python -m jobs.pipeline` on the smoke config (tiny models)."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -240,6 +241,50 @@ def test_cancel_stops_the_ray_job(service):
         assert c.get(f"/v1/jobs/{job['id']}").json()["status"] == "CANCELLED"
         r = c.get(f"/v1/jobs/{job['id']}/report")
         assert r.status_code == 409 and "no report yet" in r.json()["detail"]
+
+
+def _kill_driver(job_dir: str) -> int:
+    """SIGKILL the job's driver process (`python -m jobs.pipeline --config <job_dir>/...`)."""
+    import psutil
+
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if "jobs.pipeline" in cmd and any(job_dir in part for part in cmd) and "-c" not in cmd:
+            proc.kill()
+            return proc.info["pid"]
+    raise AssertionError(f"no driver process found for {job_dir}")
+
+
+def test_driver_killed_mid_stage_fails_the_job_and_resume_skips_completed_stages(service):
+    cfg = smoke_config()
+    cfg["evaluate"] = {"enabled": False}  # the report needs no evaluation: a shorter job
+    with service.client() as c:
+        job = c.post("/v1/jobs", json={"config": cfg, "name": "killed"}).json()
+        wait_for(c, job["id"], lambda rec: rec["stage"] == "align" or rec["status"] != "RUNNING" and
+                 rec["status"] != "PENDING", poll=0.2)
+        before = {p.name: p.stat().st_mtime_ns for p in Path(job["job_dir"]).glob("*.jsonl") if p.name != "events.jsonl"}
+        _kill_driver(job["job_dir"])
+        failed = wait_for(c, job["id"], lambda rec: rec["status"] not in ("PENDING", "RUNNING"))
+        assert failed["status"] == "FAILED", failed
+        assert "the driver exited during stage align without finishing" in failed["error"], failed["error"]
+        assert failed["stages_done"] == ["decide", "classifier", "signals", "targets"]
+
+        r = c.post(f"/v1/jobs/{job['id']}/resume")
+        assert r.status_code == 200, r.text
+        assert r.json()["status"] == "PENDING" and r.json()["submission_id"] == f"presafe-{job['id']}-attempt2"
+        assert r.json()["error"] is None
+        done = wait_for(c, job["id"], lambda rec: rec["status"] not in ("PENDING", "RUNNING"))
+        assert done["status"] == "SUCCEEDED", (done["error"], c.get(f"/v1/jobs/{job['id']}/logs").json()["lines"][-20:])
+        # the completed stages were skipped, not redone: their artifacts are untouched
+        after = {p.name: p.stat().st_mtime_ns for p in Path(job["job_dir"]).glob("*.jsonl") if p.name != "events.jsonl"}
+        assert after == before and {"decisions.jsonl", "signals.jsonl", "targets.jsonl"} <= set(before)
+        events = [json.loads(line) for line in (Path(job["job_dir"]) / "events.jsonl").read_text().splitlines()]
+        second = events[max(i for i, e in enumerate(events) if e["event"] == "job_start"):]
+        assert [e["stage"] for e in second if e["event"] == "stage_skip"] == ["decide", "classifier", "signals",
+                                                                              "targets"]
+        assert [e["stage"] for e in second if e["event"] == "stage_start"][0] == "align"
+        r = c.post(f"/v1/jobs/{job['id']}/resume")
+        assert r.status_code == 409 and "only a FAILED or CANCELLED job can be resumed" in r.json()["detail"]
 
 
 def test_openapi_fuzz_finds_no_server_error(service):

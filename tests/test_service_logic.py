@@ -97,6 +97,12 @@ def test_status_changes_follow_ray_and_the_log():
     lost = {**fail, "end": None}
     ch = _changes(_row(), dict(lost), DriverState(None, "the Ray cluster has no record of this job"))
     assert ch["status"] == "FAILED" and ch["error"].startswith("driver lost: the Ray cluster has no record")
+    # the driver was killed mid-stage (no job_end in the log): FAILED, naming the stage
+    killed = {**fail, "end": None}
+    ch = _changes(_row(), dict(killed), DriverState(JobStatus.FAILED, "Job entrypoint command failed with exit code -9"))
+    assert ch["status"] == "FAILED"
+    assert ch["error"] == ("the driver exited during stage align without finishing: "
+                           "Job entrypoint command failed with exit code -9")
     # the log ended SUCCEEDED before Ray forgot it: trust the log
     ok = {**fail, "end": {"status": "SUCCEEDED", "error": None, "stage": None, "report": "/x/report.md"}}
     assert _changes(_row(), dict(ok), DriverState(None, ""))["status"] == "SUCCEEDED"
@@ -104,6 +110,14 @@ def test_status_changes_follow_ray_and_the_log():
     same = {"stage": "align", "stages_done": [], "progress": None, "metrics": {}, "artifacts": {}, "end": None}
     assert _changes(_row(summary={k: v for k, v in same.items() if k != "end"}), dict(same),
                     DriverState(JobStatus.RUNNING)) == {}
+
+
+def test_each_attempt_of_a_job_has_its_own_ray_submission_id():
+    from service.launcher import attempt_of, submission_id_for
+
+    for job_id in ("j20261128-a1234567", "j1"):  # a hex part that starts with "a" is not an attempt
+        assert [attempt_of(submission_id_for(job_id, n)) for n in (1, 2, 13)] == [1, 2, 13]
+    assert submission_id_for("j1") == "presafe-j1" and submission_id_for("j1", 2) == "presafe-j1-attempt2"
 
 
 def test_job_ids_are_valid_pipeline_job_ids():
