@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -34,8 +35,21 @@ class ClassifierUnavailable(PresafeError):
 
 
 class ModelRegistry:
-    def __init__(self, settings: ServiceSettings):
-        self.settings = settings
+    """The classifiers under the storage path's job folders plus the registered ones.
+    /v1/classify resolves its model from a listing at most `ttl_s` old (a listing reads
+    every job's meta.json: per request it would cost more than the forward pass for a
+    service with many jobs); an id that is not in it triggers a fresh listing first, so a
+    job's classifier is servable as soon as the job has published it."""
+
+    def __init__(self, settings: ServiceSettings, ttl_s: float = 2.0):
+        self.settings, self.ttl_s = settings, ttl_s
+        self._cached: tuple[float, ModelList] | None = None
+
+    def _listing(self, fresh: bool = False) -> ModelList:
+        now = time.monotonic()
+        if fresh or self._cached is None or now - self._cached[0] > self.ttl_s:
+            self._cached = (now, self.models())
+        return self._cached[1]
 
     def _job_models(self) -> list[tuple[str, Path]]:
         jobs = Path(self.settings.storage_path) / "jobs"
@@ -55,7 +69,9 @@ class ModelRegistry:
 
     def resolve(self, model_id: str | None) -> tuple[str, str]:
         """(id, folder) for a request's model (None: the default)."""
-        listing = self.models()
+        listing = self._listing()
+        if model_id is not None and all(m.id != model_id for m in listing.items):
+            listing = self._listing(fresh=True)
         model_id = model_id or listing.default
         if model_id is None:
             raise NoClassifier("no classifier to serve yet: run a job that trains one (signals.train) "

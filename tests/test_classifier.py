@@ -3,6 +3,7 @@ and it trains in-process and on 2 Ray Train workers."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -118,6 +119,21 @@ def test_metrics_and_threshold():
     assert 0.6 < t < 0.8
     assert binary_metrics([0.9, 0.8, 0.2, 0.6], [1, 1, 0, 0], t)["accuracy"] == 1.0
     assert binary_metrics([0.3], [1])["auroc"] is None
+
+
+def test_smoothed_threshold_is_not_pushed_to_the_edge_by_one_row():
+    """30 refusals at 0.97-0.999, 30 compliances at 0-0.2 and one at 0.96: the exact
+    optimum squeezes between 0.96 and 0.97; the smoothed one stays in the wide gap."""
+    rng = np.random.default_rng(0)
+    p = list(rng.uniform(0.97, 0.999, 30)) + list(rng.uniform(0.001, 0.2, 30)) + [0.96]
+    y = [1] * 30 + [0] * 31
+    exact, smooth = choose_threshold(p, y), choose_threshold(p, y, smoothing=1.0)
+    assert 0.96 < exact < 0.97
+    assert 0.5 < smooth < 0.9  # one row is not evidence enough to move next to the refusals
+    assert binary_metrics(p, y, smooth)["accuracy"] == 60 / 61
+    # separable classes with a wide gap: the middle of the gap in logit space
+    assert abs(choose_threshold([0.01, 0.02, 0.98, 0.99], [0, 0, 1, 1], smoothing=1.0) - 0.5) < 0.02
+    assert choose_threshold([0.3, 0.4], [1, 1], smoothing=1.0) == 0.5  # one class only
 
 
 def test_deepspeed_zero2_in_process(tiny_bert, tmp_path):

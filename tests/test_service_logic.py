@@ -148,3 +148,24 @@ def test_settings_reject_unknown_keys_and_bad_hashes():
         ServiceSettings.model_validate({"storage_pth": "/x"})
     with pytest.raises(ValueError, match="sha256"):
         TokenSpec(name="a", sha256="not-a-hash")
+
+
+def test_model_registry_caches_its_listing_but_finds_a_new_job_at_once(tmp_path):
+    import json
+
+    from service.classifiers import ModelRegistry
+
+    def publish(job_id: str) -> None:
+        folder = tmp_path / "jobs" / job_id / "classifier"
+        folder.mkdir(parents=True)
+        (folder / "meta.json").write_text(json.dumps({"threshold": 0.5, "metrics": {}}))
+
+    registry = ModelRegistry(ServiceSettings(storage_path=str(tmp_path)), ttl_s=3600)
+    publish("j1")
+    assert registry.resolve(None)[0] == "j1"
+    publish("j2")
+    assert registry.resolve(None)[0] == "j1"  # the cached listing: no disk scan per request
+    assert registry.resolve("j2") == ("j2", str(tmp_path / "jobs" / "j2" / "classifier"))  # a miss re-lists
+    assert registry.resolve(None)[0] in ("j1", "j2") and {m.id for m in registry.models().items} == {"j1", "j2"}
+    with pytest.raises(Exception, match="model 'j3' not found"):
+        registry.resolve("j3")

@@ -68,6 +68,10 @@ class ClassifierTrainConfig:
     """Validation metric (over all rows) that picks the best epoch: auroc | accuracy | f1."""
     threshold_metric: str = "accuracy"
     """The decision threshold maximises this on validation: accuracy | f1."""
+    threshold_smoothing: float = 1.0
+    """Choose the threshold for the metric's expectation under Gaussian noise of this sd on
+    each validation row's logit (0 = the exact optimum on the validation rows, which a
+    single row can push near 0 or 1 when validation accuracy is near 1)."""
 
     def validate(self) -> None:
         check(self.epochs >= 1, "epochs", "must be >= 1")
@@ -78,6 +82,7 @@ class ClassifierTrainConfig:
         check(0 <= self.warmup_ratio < 1, "warmup_ratio", "must be in [0, 1)")
         check(self.select_metric in ("auroc", "accuracy", "f1"), "select_metric", "must be auroc, accuracy or f1")
         check(self.threshold_metric in ("accuracy", "f1"), "threshold_metric", "must be accuracy or f1")
+        check(self.threshold_smoothing >= 0, "threshold_smoothing", "must be >= 0 (logit units)")
 
 
 @dataclass

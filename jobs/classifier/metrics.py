@@ -49,13 +49,22 @@ def grouped_metrics(p_refuse, labels, is_pair, pair_threshold: float = 0.5, prom
     }
 
 
-def choose_threshold(p_refuse, labels, metric: str = "accuracy") -> float:
+def choose_threshold(p_refuse, labels, metric: str = "accuracy", smoothing: float = 0.0) -> float:
     """The threshold in (0, 1) that maximises `metric` (accuracy or f1) on these rows;
-    among ties the one closest to 0.5, so a flat optimum does not drift to an edge."""
+    among ties the one closest to 0.5, so a flat optimum does not drift to an edge.
+
+    smoothing > 0 maximises the metric's expectation when every row's logit moves by
+    Gaussian noise of that standard deviation instead: a threshold in the middle of a wide
+    gap between the classes then beats one squeezed past a single row. On a small
+    validation set whose accuracy is already near 1, the exact optimum is set by one or two
+    rows and lands near 0 or 1; the smoothed one moves only for evidence that several rows
+    give, and so transfers better to answers of a model the classifier never saw."""
     p = np.asarray(p_refuse, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int64)
     if len(p) == 0 or len(set(y.tolist())) < 2:
         return 0.5
+    if smoothing > 0:
+        return _smoothed_threshold(p, y, metric, smoothing)
     values = np.unique(p)
     candidates = np.concatenate([[0.5], (values[:-1] + values[1:]) / 2]) if len(values) > 1 else np.array([0.5])
     best, best_t = -math.inf, 0.5
@@ -64,3 +73,19 @@ def choose_threshold(p_refuse, labels, metric: str = "accuracy") -> float:
         if score > best + 1e-12 or (abs(score - best) <= 1e-12 and abs(t - 0.5) < abs(best_t - 0.5)):
             best, best_t = score, float(t)
     return best_t
+
+
+def _smoothed_threshold(p: np.ndarray, y: np.ndarray, metric: str, sd: float) -> float:
+    from scipy.special import ndtr  # the standard normal CDF
+
+    z = np.log(np.clip(p, 1e-7, 1 - 1e-7)) - np.log1p(-np.clip(p, 1e-7, 1 - 1e-7))
+    grid = np.linspace(-8.0, 8.0, 641)  # logit(t), steps of 0.025
+    above = ndtr((z[None, :] - grid[:, None]) / sd)  # P(row judged refuse) at each threshold
+    tp = (above * (y == 1)).sum(axis=1)
+    fp = (above * (y == 0)).sum(axis=1)
+    fn = ((1 - above) * (y == 1)).sum(axis=1)
+    tn = ((1 - above) * (y == 0)).sum(axis=1)
+    score = (tp + tn) / len(y) if metric == "accuracy" else 2 * tp / np.maximum(2 * tp + fp + fn, 1e-12)
+    best = np.flatnonzero(score >= score.max() - 1e-12)
+    z_t = grid[best[np.argmin(np.abs(grid[best]))]]
+    return float(1 / (1 + np.exp(-z_t)))

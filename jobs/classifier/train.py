@@ -207,7 +207,7 @@ class ClassifierTrainer:
         pair = [e.is_pair for e in self.val]
         thresholds = tuple(
             choose_threshold([p for p, k in zip(probs, pair) if k == kind], [y for y, k in zip(labels, pair) if k == kind],
-                             self.cfg.train.threshold_metric)
+                             self.cfg.train.threshold_metric, self.cfg.train.threshold_smoothing)
             for kind in (True, False)
         )
         metrics = grouped_metrics(probs, labels, pair, *thresholds)
