@@ -14,8 +14,10 @@ noise hits them alike:
 
 Throughput = tokens trained per second of the training loop (meta.json train_seconds:
 model loading and Ray start-up excluded), summed over workers. Checkpoint overhead per
-save = (loop time with checkpoints - without) / saves: DeepSpeed state to disk plus the
-upload Ray Train makes to its storage.
+save, measured inside the workers (the slowest rank): writing the DeepSpeed state (with
+its barriers), and `ray.train.report` taking it (Ray Train copies the folder to its
+storage, then waits until its controller has taken the previous report: it polls every
+~2 s); and as (loop time with checkpoints - without) / saves.
 
 What 2 cores can and cannot show: two 1-CPU workers use both cores, so the speed-up is
 the data-parallel gain minus the all-reduce, on a model so small that the all-reduce and
@@ -88,8 +90,15 @@ def main() -> int:
                     raise SystemExit(f"{v['name']}: the align stage failed (exit {out.returncode})")
                 meta = json.loads((job / "adapter" / "meta.json").read_text())
                 tokens = sum(w["tokens"] for w in meta["workers"])
+                saves = max(w["checkpoints"] for w in meta["workers"])
                 runs[v["name"]].append({"seconds": meta["train_seconds"], "tokens": tokens,
-                                        "nodes": sorted({names[w["node_id"]] for w in meta["workers"]})})
+                                        "nodes": sorted({names[w["node_id"]] for w in meta["workers"]}),
+                                        "saves": saves,
+                                        # every rank waits for the slowest at the barriers inside a save
+                                        "save_seconds": max(w["checkpoint_save_seconds"] for w in meta["workers"])
+                                        / saves if saves else None,
+                                        "report_seconds": max(w["checkpoint_report_seconds"] for w in meta["workers"])
+                                        / saves if saves else None})
                 print(f"  {v['name']} repeat {repeat}: {meta['train_seconds']:.1f} s, {tokens} tokens, "
                       f"nodes {runs[v['name']][-1]['nodes']}", flush=True)
 
@@ -102,14 +111,17 @@ def main() -> int:
         base, ck = f"{w}w-nockpt", f"{w}w-ckpt"
         summary[w] = {"tokens_per_s": med(base, "tokens") / med(base, "seconds"),
                       "seconds": med(base, "seconds"), "seconds_with_ckpt": med(ck, "seconds"),
-                      "ckpt_overhead_per_save_s": (med(ck, "seconds") - med(base, "seconds")) / max(1, saves),
+                      "loop_difference_per_save_s": (med(ck, "seconds") - med(base, "seconds")) / max(1, saves),
+                      "state_write_per_save_s": med(ck, "save_seconds"),
+                      "ray_report_per_save_s": med(ck, "report_seconds"),
                       "nodes": runs[base][0]["nodes"]}
     speedup = summary[2]["tokens_per_s"] / summary[1]["tokens_per_s"]
     print()
     print(table(["workers", "nodes", "tokens/s", "loop s", f"loop s (ckpt every {args.checkpoint_every})",
-                 "ckpt overhead / save (s)"],
+                 "loop diff / save (s)", "state write / save (s)", "ray.train.report / save (s)"],
                 [[w, "+".join(s["nodes"]), s["tokens_per_s"], s["seconds"], s["seconds_with_ckpt"],
-                  s["ckpt_overhead_per_save_s"]] for w, s in summary.items()]))
+                  s["loop_difference_per_save_s"], s["state_write_per_save_s"], s["ray_report_per_save_s"]]
+                 for w, s in summary.items()]))
     print(f"\n2 workers on 2 nodes vs 1 worker: {speedup:.2f}x tokens/s ({args.steps} steps of {args.batch_size} rows "
           f"per worker, median of {args.repeats})")
     write_result("scaling", {"steps": args.steps, "batch_size_per_worker": args.batch_size,

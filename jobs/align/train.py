@@ -83,6 +83,8 @@ class AlignTrainer:
         self.show_progress = show_progress and rank == 0
         self.resumed_from_step = 0
         self.micro_done = self.tokens_done = 0  # this process's work (not counting before a resume)
+        # checkpoints saved, the time to write their state, and the time to hand them to Ray Train
+        self.checkpoints, self.checkpoint_save_seconds, self.checkpoint_report_seconds = 0, 0.0, 0.0
 
         lora_params = [p for n, p in self.model.lm.named_parameters() if p.requires_grad]
         groups = [{"params": lora_params, "lr": a.train.learning_rate, "weight_decay": a.train.weight_decay},
@@ -151,11 +153,16 @@ class AlignTrainer:
             if step % a.log_every == 0 or step == self.total_steps:
                 metrics = window.flush(step, self.world_size, self.engine.get_lr())
                 bar.set_postfix(lm=f"{metrics['lm_loss']:.3f}", aux=f"{metrics['aux_loss']:.3f}")
-            ckpt = None
+            ckpt, t0 = None, time.perf_counter()
             if a.checkpoint_every and step % a.checkpoint_every == 0 and step < self.total_steps:
                 ckpt = self.save_state(step)
+            t1 = time.perf_counter()
             if metrics is not None or ckpt is not None:
-                report(metrics or {"step": step}, ckpt)
+                report(metrics or {"step": step}, ckpt)  # with a checkpoint: Ray Train uploads it to its storage
+            if ckpt is not None:
+                self.checkpoints += 1
+                self.checkpoint_save_seconds += t1 - t0
+                self.checkpoint_report_seconds += time.perf_counter() - t1
         bar.close()
         final = self.export(step, time.perf_counter() - start)
         report({"step": step, "done": True}, final)
@@ -246,7 +253,9 @@ class AlignTrainer:
 
     def worker_record(self) -> dict:
         """Who trained what: rank, Ray node, host, pid, and the micro-batches and tokens this
-        process trained since it (re)started."""
+        process trained since it (re)started, and the checkpoints it saved: the time to write
+        the DeepSpeed state (with the barriers around it) and the time `ray.train.report`
+        took to take it (Ray Train copies it to its storage)."""
         import os
         import socket
 
@@ -257,7 +266,9 @@ class AlignTrainer:
             if ray.is_initialized():
                 node_id = ray.get_runtime_context().get_node_id()
         return {"rank": self.rank, "node_id": node_id, "host": socket.gethostname(), "pid": os.getpid(),
-                "micro_batches": self.micro_done, "tokens": self.tokens_done}
+                "micro_batches": self.micro_done, "tokens": self.tokens_done,
+                "checkpoints": self.checkpoints, "checkpoint_save_seconds": round(self.checkpoint_save_seconds, 4),
+                "checkpoint_report_seconds": round(self.checkpoint_report_seconds, 4)}
 
 
 class _Window:
@@ -336,8 +347,13 @@ def train_loop_per_worker(args: dict) -> dict:
         if metrics.get("step") and "lm_loss" in metrics and ctx.get_world_rank() == 0:
             print("[align] " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                         for k, v in metrics.items()), flush=True)
-        checkpoint = ray.train.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir else None
-        ray.train.report({k: v for k, v in metrics.items() if v is not None}, checkpoint=checkpoint,
+        if checkpoint_dir is None:
+            # Metrics alone go to the event log and stdout above, not through Ray Train: its
+            # report blocks until the controller has taken the previous one (it polls every
+            # ~2 s), which would stall fast steps.
+            return
+        ray.train.report({k: v for k, v in metrics.items() if v is not None},
+                         checkpoint=ray.train.Checkpoint.from_directory(str(checkpoint_dir)),
                          delete_local_checkpoint_after_upload=False)
 
     final = trainer.fit(report, resume)
