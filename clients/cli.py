@@ -145,7 +145,7 @@ def _stage(args) -> int:
         from jobs.align.train import run_align as run
         from jobs.pipeline import preflight_cluster
 
-        preflight_cluster(cfg, args.config)
+        preflight_cluster(cfg, args.config, include_classifier=False)
     elif args.name == "evaluate":
         from jobs.stages.evaluate import run_evaluate as run
     else:

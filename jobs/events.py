@@ -30,10 +30,10 @@ def log_path() -> Path | None:
     return Path(value) if value else None
 
 
-def emit(event: str, **fields) -> None:
-    """Append one event (a single write of one line: appends from several processes do
-    not interleave within a line)."""
-    path = log_path()
+def emit(event: str, path: str | Path | None = None, **fields) -> None:
+    """Append one event to `path` (default: this process's log, $PRESAFE_EVENTS) in a single
+    write of one line: appends from several processes do not interleave within a line."""
+    path = path or log_path()
     if path is None:
         return
     line = json.dumps({"time": round(time.time(), 3), "event": event, **fields}, default=str) + "\n"

@@ -17,10 +17,12 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Self
@@ -36,7 +38,12 @@ class LocalCluster:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.address = f"127.0.0.1:{self.port}"
-        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
+        # Its own Ray temp dir: session folders and the `ray_current_cluster` address file stay
+        # out of /tmp/ray, where `address="auto"` of every other Ray program on this machine
+        # would find them (short: Ray's Unix socket paths must stay under ~107 characters).
+        self.tempdir = tempfile.mkdtemp(prefix="prs-", dir="/tmp")
+        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
+                    "RAY_TMPDIR": self.tempdir}
         self.env.pop("RAY_ADDRESS", None)
         self.ray = str(Path(sys.executable).with_name("ray"))
 
@@ -79,6 +86,7 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
         self.procs.clear()
+        shutil.rmtree(self.tempdir, ignore_errors=True)
 
     def run(self, cmd: list[str], timeout: float = 600, cwd: str | Path | None = None) -> subprocess.CompletedProcess:
         """A driver on this cluster (RAY_ADDRESS set), output captured."""

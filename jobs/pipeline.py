@@ -238,17 +238,18 @@ def run_pipeline(config: str | Path, overrides: list[str] | None = None) -> Path
     return Pipeline(cfg).run()
 
 
-def preflight_cluster(cfg: PipelineConfig, source: str) -> None:
+def preflight_cluster(cfg: PipelineConfig, source: str, include_classifier: bool = True) -> None:
     """Stages that train on Ray workers: join the cluster now and refuse checkpoint storage
     its nodes cannot share, before the first stage runs rather than hours into the job."""
     from jobs.scale import connect_ray
 
-    scales = [("align.scale", cfg.align.scale)]
-    if cfg.signals.train is not None:
-        scales.append(("signals.train.scale", cfg.signals.train.scale))
-    for key, scale in scales:
+    job = Path(cfg.job_dir).resolve()
+    scales = [("align.scale", cfg.align.scale, str(job / ".ray"))]
+    if include_classifier and cfg.signals.train is not None:
+        scales.append(("signals.train.scale", cfg.signals.train.scale, str(job / ".ray_results")))
+    for key, scale, default in scales:
         try:
-            connect_ray(scale, key)
+            connect_ray(scale, key, default_storage=default)
         except ConfigError as e:
             raise ConfigError(f"{source}: {e}", key=e.key) from None
 

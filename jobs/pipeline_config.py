@@ -20,7 +20,6 @@ from jobs.config import check
 from jobs.data.readers import DataSource
 from jobs.generation import GenerationConfig
 from jobs.scale import ScaleConfig
-from jobs.storage import uri_scheme
 from jobs.templates import TemplateConfig
 
 DTYPES = ("float32", "bfloat16", "float16", "auto")
@@ -283,9 +282,9 @@ class PipelineConfig:
 
     def validate(self) -> None:
         check(bool(self.storage_path.strip()), "storage_path", "must not be empty")
-        check(uri_scheme(self.storage_path) is None, "storage_path",
-              f"{self.storage_path!r}: the job folder must be a local or mounted folder (the driver writes it and "
-              "the service reads it); put training checkpoints in cloud storage with "
+        check("://" not in self.storage_path, "storage_path",
+              f"{self.storage_path!r}: the job folder must be a plain path to a local or mounted folder (the driver "
+              "writes it and the service reads it); put training checkpoints in cloud storage with "
               "align.scale.storage_path: s3://bucket/prefix")
         check(bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", self.job_id)), "job_id",
               f"must be 1-128 letters, digits, '.', '_' or '-' (not starting with a symbol), got {self.job_id!r}")

@@ -99,19 +99,29 @@ def ensure_process_group() -> None:
     dist.init_process_group("gloo", rank=0, world_size=1)
 
 
-def connect_ray(scale: ScaleConfig, key: str) -> None:
+def connect_ray(scale: ScaleConfig, key: str, default_storage: str = "") -> None:
     """With Ray Train workers: join the cluster (RAY_ADDRESS, or a local one) and refuse a
-    checkpoint folder the cluster's nodes cannot share, before any work starts. `key` is
-    the dotted path of this ScaleConfig in the user's config (for the message)."""
+    checkpoint folder the workers' nodes cannot share, before any work starts. `key` is
+    the dotted path of this ScaleConfig in the user's config; `default_storage` the folder
+    used when storage_path is unset (both for the message)."""
     if scale.num_workers == 0:
         return
     import ray
 
-    from jobs.storage import alive_nodes, check_cluster_storage
+    from jobs.errors import PresafeError
+    from jobs.storage import check_cluster_storage, cluster_view, ray_storage
 
     if not ray.is_initialized():
-        ray.init(log_to_driver=True)
-    check_cluster_storage(scale.storage_path or "", scale.shared_filesystem, f"{key}.storage_path", alive_nodes())
+        try:
+            ray.init(log_to_driver=True)
+        except Exception as e:  # noqa: BLE001 - ConnectionError, auth errors, a bad address: "no cluster"
+            where = os.environ.get("RAY_ADDRESS") or "a new local cluster"
+            raise PresafeError(f"{key}: could not join the Ray cluster ({where}): {type(e).__name__}: {e}") from None
+    storage = scale.storage_path or default_storage
+    nodes, fits_here = cluster_view(scale.num_workers, {"CPU": scale.cpus_per_worker, **scale.resources_per_worker,
+                                                        **({"GPU": 1.0} if scale.use_gpu else {})})
+    check_cluster_storage(storage, scale.shared_filesystem, f"{key}.storage_path", nodes, fits_here)
+    ray_storage(storage, check_access=True)
 
 
 def train_kwargs(scale: ScaleConfig, default_storage: str) -> dict:

@@ -11,6 +11,8 @@ the missing thing, 409 the state that blocks the request, 413 the limit, 422 the
 
 from __future__ import annotations
 
+import asyncio
+
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -162,7 +164,7 @@ def create_api(settings: ServiceSettings, jobs: JobService, models: ModelRegistr
                   if len(text) > limits.classify_max_chars]
         if errors:
             raise RequestValidationError(errors)
-        model_id, path = models.resolve(body.model)
+        model_id, path = await asyncio.to_thread(models.resolve, body.model)  # reads the disk now and then
         decisions = await classify(path, [i.prompt for i in body.items], [i.response for i in body.items])
         return ClassifyResponse(model=model_id, decisions=decisions)
 

@@ -38,8 +38,8 @@ class ModelRegistry:
     """The classifiers under the storage path's job folders plus the registered ones.
     /v1/classify resolves its model from a listing at most `ttl_s` old (a listing reads
     every job's meta.json: per request it would cost more than the forward pass for a
-    service with many jobs); an id that is not in it triggers a fresh listing first, so a
-    job's classifier is servable as soon as the job has published it."""
+    service with many jobs); an id that is not in it triggers a fresh listing first (at most
+    4 per second), so a job's classifier is servable within moments of the job publishing it."""
 
     def __init__(self, settings: ServiceSettings, ttl_s: float = 2.0):
         self.settings, self.ttl_s = settings, ttl_s
@@ -47,7 +47,9 @@ class ModelRegistry:
 
     def _listing(self, fresh: bool = False) -> ModelList:
         now = time.monotonic()
-        if fresh or self._cached is None or now - self._cached[0] > self.ttl_s:
+        age = now - self._cached[0] if self._cached else None
+        # a miss re-lists at most 4 times a second, so requests for unknown ids cannot defeat the cache
+        if self._cached is None or age > self.ttl_s or (fresh and age > min(0.25, self.ttl_s)):
             self._cached = (now, self.models())
         return self._cached[1]
 
@@ -70,7 +72,8 @@ class ModelRegistry:
     def resolve(self, model_id: str | None) -> tuple[str, str]:
         """(id, folder) for a request's model (None: the default)."""
         listing = self._listing()
-        if model_id is not None and all(m.id != model_id for m in listing.items):
+        wanted = model_id or listing.default
+        if wanted is None or all(m.id != wanted for m in listing.items):
             listing = self._listing(fresh=True)
         model_id = model_id or listing.default
         if model_id is None:

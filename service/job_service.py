@@ -22,7 +22,8 @@ from pathlib import Path
 import yaml
 
 from jobs.config import from_dict, to_dict
-from jobs.errors import PresafeError
+from jobs.errors import ConfigError, PresafeError
+from jobs.events import emit as emit_event
 from jobs.events import read_events
 from jobs.pipeline_config import PipelineConfig
 from service.data_policy import confine_data_paths
@@ -54,7 +55,7 @@ def summarize_events(events: list[dict]) -> dict:
     out: dict = {"stage": None, "stages_done": [], "progress": None, "metrics": {}, "artifacts": {}, "end": None}
     for e in events:
         kind, stage = e.get("event"), e.get("stage")
-        if kind == "job_start":  # a resumed run starts over in the same log
+        if kind in ("job_start", "attempt"):  # a resumed run starts over in the same log
             out.update(stage=None, progress=None, end=None, stages_done=[])
         elif kind == "stage_start":
             out["stage"], out["progress"] = stage, None
@@ -178,13 +179,30 @@ class JobService:
         if record.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
             raise JobConflict(f"job {job_id} is {record.status.value}: only a FAILED or CANCELLED job can be resumed")
         row = self.row(job_id)
+        try:
+            previous = self.launcher.state(row.submission_id).status
+        except Exception as e:
+            raise LaunchError(f"job {job_id}: Ray did not say whether the previous attempt has stopped: "
+                              f"{type(e).__name__}: {e}") from e
+        if previous in (JobStatus.PENDING, JobStatus.RUNNING):  # a cancel Ray has not finished yet
+            raise JobConflict(f"job {job_id}: its previous attempt ({row.submission_id}) is still stopping; "
+                              "retry in a few seconds")
         cfg = from_dict(PipelineConfig, {**row.config, "resume": True}, source=f"job {job_id}")
-        confine_data_paths(cfg, self.settings.data_roots)  # the data roots may have narrowed since
+        try:
+            confine_data_paths(cfg, self.settings.data_roots)  # the data roots may have narrowed since
+        except ConfigError as e:
+            raise JobConflict(f"job {job_id} cannot be resumed: {e}") from None
         attempt = attempt_of(row.submission_id) + 1
         submission = submission_id_for(job_id, attempt)
         config_path = Path(row.job_dir) / REQUEST_CONFIG
         _write_yaml(config_path, to_dict(cfg))
-        self.launcher.submit(submission, str(config_path), {"PRESAFE_JOB_ID": job_id})
+        try:
+            self.launcher.submit(submission, str(config_path), {"PRESAFE_JOB_ID": job_id})
+        except Exception as e:  # the record stays as it was: FAILED / CANCELLED
+            raise LaunchError(f"Ray did not accept attempt {attempt} of job {job_id}: {type(e).__name__}: {e}") from e
+        # Marks where this attempt's events begin: until its driver writes job_start, the
+        # record must not show the previous attempt's end and error.
+        emit_event("attempt", path=Path(row.job_dir) / "events.jsonl", attempt=attempt, submission_id=submission)
         row = self.store.update(job_id, status=JobStatus.PENDING.value, submission_id=submission, error=None,
                                 ended_at=None, config=to_dict(cfg))
         return self.to_record(row)

@@ -99,7 +99,8 @@ def up(storage_path: str | None = None, port: int = 8000, address: str | None = 
     _write_private(tokens, yaml.safe_dump([{"name": "local", "sha256": hash_token(token)}]))
     settings = {
         "storage_path": str(storage),
-        "data_roots": data_roots if data_roots is not None else [os.getcwd()],
+        # absolute: the replicas resolve paths in their own working directory, not the caller's
+        "data_roots": [os.path.abspath(r) for r in data_roots] if data_roots is not None else [os.getcwd()],
         "tokens_file": str(tokens),
         "ray_address": dashboard,
         "job_entrypoint_python": sys.executable,
@@ -107,7 +108,7 @@ def up(storage_path: str | None = None, port: int = 8000, address: str | None = 
     }
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_app(settings), name=APP_NAME, route_prefix="/", blocking=False)
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     deadline = time.monotonic() + wait_s
     while not _healthy(url):
         if time.monotonic() > deadline:

@@ -124,6 +124,7 @@ def test_killed_training_worker_restarts_from_its_s3_checkpoint(tiny_lm, tmp_pat
     assert meta["steps"] == total
     resumed = meta["resumed_from_step"]
     assert 3 <= resumed < total and resumed % 3 == 0, resumed  # from a checkpoint, not from step 0
+    assert meta["resumed_from"] == "ray"  # Ray Train's checkpoint in S3, not the local copy
     (worker,) = meta["workers"]
     assert worker["pid"] != pid  # a new worker process finished the run ...
     assert worker["micro_batches"] == total - resumed  # ... training only the steps after the checkpoint

@@ -258,6 +258,8 @@ def _kill_driver(job_dir: str) -> int:
 def test_driver_killed_mid_stage_fails_the_job_and_resume_skips_completed_stages(service):
     cfg = smoke_config()
     cfg["evaluate"] = {"enabled": False}  # the report needs no evaluation: a shorter job
+    # an align stage long enough (~10 s) that the kill lands in it, checkpointing on the way
+    cfg["align"]["train"].update(max_steps=300, checkpoint_every=50, log_every=10)
     with service.client() as c:
         job = c.post("/v1/jobs", json={"config": cfg, "name": "killed"}).json()
         wait_for(c, job["id"], lambda rec: rec["stage"] == "align" or rec["status"] != "RUNNING" and

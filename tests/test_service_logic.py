@@ -152,6 +152,7 @@ def test_settings_reject_unknown_keys_and_bad_hashes():
 
 def test_model_registry_caches_its_listing_but_finds_a_new_job_at_once(tmp_path):
     import json
+    import time
 
     from service.classifiers import ModelRegistry
 
@@ -165,6 +166,7 @@ def test_model_registry_caches_its_listing_but_finds_a_new_job_at_once(tmp_path)
     assert registry.resolve(None)[0] == "j1"
     publish("j2")
     assert registry.resolve(None)[0] == "j1"  # the cached listing: no disk scan per request
+    time.sleep(0.3)  # a miss re-lists, at most 4 times a second
     assert registry.resolve("j2") == ("j2", str(tmp_path / "jobs" / "j2" / "classifier"))  # a miss re-lists
     assert registry.resolve(None)[0] in ("j1", "j2") and {m.id for m in registry.models().items} == {"j1", "j2"}
     with pytest.raises(Exception, match="model 'j3' not found"):

@@ -82,6 +82,7 @@ class AlignTrainer:
         self.checkpoint_root = checkpoint_root
         self.show_progress = show_progress and rank == 0
         self.resumed_from_step = 0
+        self.resume_source: str | None = None  # "ray" (Ray Train's storage) or "local", when resumed
         self.micro_done = self.tokens_done = 0  # this process's work (not counting before a resume)
         # checkpoints saved, the time to write their state, and the time to hand them to Ray Train
         self.checkpoints, self.checkpoint_save_seconds, self.checkpoint_report_seconds = 0, 0.0, 0.0
@@ -163,6 +164,7 @@ class AlignTrainer:
                 self.checkpoints += 1
                 self.checkpoint_save_seconds += t1 - t0
                 self.checkpoint_report_seconds += time.perf_counter() - t1
+                self.prune_local_checkpoints(keep=2)
         bar.close()
         final = self.export(step, time.perf_counter() - start)
         report({"step": step, "done": True}, final)
@@ -190,9 +192,18 @@ class AlignTrainer:
         dist.barrier()
         return path
 
+    def prune_local_checkpoints(self, keep: int) -> None:
+        """Drop all but the newest `keep` local step checkpoints: each was handed to Ray Train
+        (copied to its storage, which keeps its own `num_to_keep`) when it was reported, and
+        the ranks are never more than one checkpoint apart (the barriers in save_state)."""
+        if self.checkpoint_root is None:
+            return
+        for old in sorted(self.checkpoint_root.glob("step_*"))[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
     def load_state(self, path: Path) -> int:
-        if (path / EXPORT).is_dir():
-            return self.total_steps  # the run had finished: nothing left to train
+        if (path / EXPORT).is_dir():  # train_loop_per_worker publishes a finished run's export as it is
+            raise PresafeError(f"{path} is a finished run's final checkpoint, not one to resume training from")
         _, client = self.engine.load_checkpoint(str(path / "ds"), tag="state", load_module_strict=False)
         return int(client["step"])
 
@@ -238,6 +249,7 @@ class AlignTrainer:
                 "train_seconds": seconds,
                 "world_size": self.world_size,
                 "resumed_from_step": self.resumed_from_step,
+                "resumed_from": self.resume_source,
                 "workers": workers,
                 "zero_stage": self.zero_stage,
                 "aux_layers": self.layers,
@@ -323,20 +335,25 @@ def latest_local_checkpoint(root: Path) -> Path | None:
 
 def train_loop_per_worker(args: dict) -> dict:
     """Ray Train entry point. Resumes from Ray's latest checkpoint (worker restarts, a rerun
-    with the same run name) or, failing that, from the newest complete local checkpoint."""
+    with the same run name) or, failing that, from the newest complete local checkpoint of
+    this training fingerprint (see `training_fingerprint`)."""
     import ray.train
 
     cfg = from_dict(PipelineConfig, args["config"])
     rows = [AlignRow(**r) for r in args["rows"]]
     ctx = ray.train.get_context()
     root = Path(args["checkpoint_root"])
-    trainer = AlignTrainer(cfg, rows, ctx.get_world_rank(), ctx.get_world_size(), checkpoint_root=root)
-    resume = None
     ray_ckpt = ray.train.get_checkpoint()
     if ray_ckpt is not None:
-        resume = Path(ray_ckpt.to_directory())
+        resume, source = Path(ray_ckpt.to_directory()), "ray"
     else:
-        resume = latest_local_checkpoint(root)
+        resume, source = latest_local_checkpoint(root), "local"
+    if resume is not None and (resume / EXPORT / META).is_file():
+        # The run had finished (the driver died before publishing): its export is the result.
+        print(f"[align] this run had finished: publishing its final checkpoint ({source}: {resume})", flush=True)
+        return {"final_dir": str(resume)}
+    trainer = AlignTrainer(cfg, rows, ctx.get_world_rank(), ctx.get_world_size(), checkpoint_root=root)
+    trainer.resume_source = source if resume is not None else None
 
     def report(metrics: dict, checkpoint_dir: Path | None) -> None:
         if ctx.get_world_rank() == 0 and metrics.get("step"):
@@ -371,16 +388,25 @@ def run_align(cfg: PipelineConfig, targets_path: Path | None = None) -> Path:
     rows = read_rows(targets_path or job / "targets.jsonl")
     a = cfg.align
     out = job / a.output_name
-    root = job / f"{a.output_name}.checkpoints"
+    # Checkpoints belong to one training fingerprint (config + targets): a rerun of the same
+    # training resumes from them; a changed config or new targets start afresh.
+    fingerprint = training_fingerprint(cfg, rows)
+    checkpoints = job / f"{a.output_name}.checkpoints"
+    if not cfg.resume:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    root = checkpoints / fingerprint
     root.mkdir(parents=True, exist_ok=True)
-    connect_ray(a.scale, "align.scale")
+    run_name = f"align-{cfg.job_id}-{a.output_name}-{fingerprint}"
+    if not cfg.resume:  # a fresh Ray Train run too: a reused name would resume its checkpoints
+        run_name += f"-{time.strftime('%Y%m%dT%H%M%S')}"
+    connect_ray(a.scale, "align.scale", default_storage=str(job / ".ray"))
     ray_kwargs = train_kwargs(a.scale, str(job / ".ray"))
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": to_dict(cfg), "rows": [r.__dict__ for r in rows], "checkpoint_root": str(root)},
         scaling_config=ray_kwargs["scaling_config"],
         torch_config=TorchConfig(backend=a.scale.resolved_backend),
-        run_config=RunConfig(name=f"align-{a.output_name}", storage_path=ray_kwargs["storage_path"],
+        run_config=RunConfig(name=run_name, storage_path=ray_kwargs["storage_path"],
                              storage_filesystem=ray_kwargs["storage_filesystem"],
                              failure_config=FailureConfig(max_failures=a.scale.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)),
@@ -399,8 +425,23 @@ def run_align(cfg: PipelineConfig, targets_path: Path | None = None) -> Path:
         publish_dir(staged / "adapter", out)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
-    shutil.rmtree(root, ignore_errors=True)
+    shutil.rmtree(checkpoints, ignore_errors=True)
     return out
+
+
+def training_fingerprint(cfg: PipelineConfig, rows: list[AlignRow]) -> str:
+    """What the trained weights depend on: the model, template, dtype, the align section
+    (not where it is published or whether it is merged) and the targets."""
+    import hashlib
+
+    align = to_dict(cfg.align)
+    for key in ("output_name", "merge", "ablation"):
+        align.pop(key, None)
+    for key in ("storage_path", "shared_filesystem", "max_failures"):
+        align["scale"].pop(key, None)
+    data = {"model": cfg.model, "dtype": cfg.dtype, "template": to_dict(cfg.template), "align": align,
+            "rows": [r.__dict__ for r in rows]}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def merge_adapter(base_name: str, adapter_dir: Path, target: Path, dtype: str = "float32") -> Path:

@@ -80,11 +80,13 @@ def _smoothed_threshold(p: np.ndarray, y: np.ndarray, metric: str, sd: float) ->
 
     z = np.log(np.clip(p, 1e-7, 1 - 1e-7)) - np.log1p(-np.clip(p, 1e-7, 1 - 1e-7))
     grid = np.linspace(-8.0, 8.0, 641)  # logit(t), steps of 0.025
-    above = ndtr((z[None, :] - grid[:, None]) / sd)  # P(row judged refuse) at each threshold
-    tp = (above * (y == 1)).sum(axis=1)
-    fp = (above * (y == 0)).sum(axis=1)
-    fn = ((1 - above) * (y == 1)).sum(axis=1)
-    tn = ((1 - above) * (y == 0)).sum(axis=1)
+    pos, neg = (y == 1).astype(np.float64), (y == 0).astype(np.float64)
+    tp, fp = np.zeros(len(grid)), np.zeros(len(grid))
+    for start in range(0, len(z), 4096):  # bounded memory: 641 x 4096 at a time
+        above = ndtr((z[None, start:start + 4096] - grid[:, None]) / sd)  # P(judged refuse) per threshold
+        tp += above @ pos[start:start + 4096]
+        fp += above @ neg[start:start + 4096]
+    fn, tn = pos.sum() - tp, neg.sum() - fp
     score = (tp + tn) / len(y) if metric == "accuracy" else 2 * tp / np.maximum(2 * tp + fp + fn, 1e-12)
     best = np.flatnonzero(score >= score.max() - 1e-12)
     z_t = grid[best[np.argmin(np.abs(grid[best]))]]

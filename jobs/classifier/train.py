@@ -298,7 +298,7 @@ def train_classifier(cfg: ClassifierJobConfig) -> Path:
     output.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.work.", dir=output.parent))
     try:
-        connect_ray(cfg.scale, "scale")
+        connect_ray(cfg.scale, "scale", default_storage=str(output.parent / ".ray_results"))
         ray_kwargs = train_kwargs(cfg.scale, str(output.parent / ".ray_results"))
         trainer = TorchTrainer(
             train_loop_per_worker,
