@@ -132,7 +132,9 @@ def main() -> None:
                                                [i.get("response") for i in items])])
             return {"decisions": [d.model_dump() for d in out]}
 
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    # address="local": a cluster of its own, never a stale /tmp/ray/ray_current_cluster
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+             logging_level="ERROR")
     serve.start(http_options={"host": "127.0.0.1", "port": args.port})
     settings = {"storage_path": str(tmp / "storage"), "classify_open": True, "model_dirs": {"bench": model},
                 "default_classifier": "bench", "limits": {"classify_max_items": 64}}
