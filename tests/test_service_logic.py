@@ -80,6 +80,9 @@ def test_events_fold_into_stage_progress_metrics_and_end():
     # a resumed run starts a new job_start: the failure is forgotten, finished stages recounted
     s = summarize_events(events + [{"event": "job_start"}, {"event": "stage_skip", "stage": "decide"}])
     assert s["end"] is None and s["stages_done"] == ["decide"] and s["stage"] is None
+    # the service's attempt marker (POST .../resume) forgets it at once, before the new driver starts
+    s = summarize_events(events + [{"event": "attempt", "attempt": 2}])
+    assert s["end"] is None and s["stage"] is None and s["stages_done"] == []
 
 
 def _row(**kw) -> JobRow:
