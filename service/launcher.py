@@ -57,6 +57,12 @@ class RayJobLauncher:
         if self.working_dir:
             runtime_env["working_dir"] = self.working_dir
         entrypoint = f"{shlex.quote(self.python)} -m jobs.pipeline --config {shlex.quote(config_path)}"
+        if "OMP_NUM_THREADS" not in runtime_env["env_vars"]:
+            # Ray runs the entrypoint under its job supervisor, an actor without CPUs, whose
+            # OMP_NUM_THREADS=1 the driver would inherit: torch in the driver (generation,
+            # in-process training) would use one core. Unset it for the driver alone (Ray
+            # Train workers and actors still get their own from their CPU reservations).
+            entrypoint = f"env -u OMP_NUM_THREADS {entrypoint}"
         try:
             self.client.submit_job(entrypoint=entrypoint, submission_id=submission_id, runtime_env=runtime_env,
                                    entrypoint_num_cpus=0, metadata={"presafe": "pipeline"})

@@ -174,3 +174,25 @@ def test_model_registry_caches_its_listing_but_finds_a_new_job_at_once(tmp_path)
     assert registry.resolve(None)[0] in ("j1", "j2") and {m.id for m in registry.models().items} == {"j1", "j2"}
     with pytest.raises(Exception, match="model 'j3' not found"):
         registry.resolve("j3")
+
+
+def test_launcher_entrypoint_frees_the_driver_from_the_supervisors_one_thread():
+    """Ray's job supervisor (an actor without CPUs) has OMP_NUM_THREADS=1, which the driver
+    would inherit; the entrypoint unsets it unless the service's job_env sets it."""
+    import shlex
+
+    from service.launcher import RayJobLauncher
+
+    class FakeClient:
+        def submit_job(self, **kw):
+            self.kw = kw
+
+    for env, unset in (({"HF_HUB_OFFLINE": "1"}, True), ({"OMP_NUM_THREADS": "8"}, False)):
+        launcher = RayJobLauncher("http://ray:8265", python="/venv/bin/python", env=env)
+        launcher._client = FakeClient()
+        launcher.submit("presafe-j1", "/srv/jobs/j1/request.yaml", {"PRESAFE_JOB_ID": "j1"})
+        kw = launcher._client.kw
+        words = shlex.split(kw["entrypoint"])
+        assert words[-5:] == ["/venv/bin/python", "-m", "jobs.pipeline", "--config", "/srv/jobs/j1/request.yaml"]
+        assert (words[:3] == ["env", "-u", "OMP_NUM_THREADS"]) is unset
+        assert kw["submission_id"] == "presafe-j1" and kw["runtime_env"]["env_vars"] == {**env, "PRESAFE_JOB_ID": "j1"}
