@@ -76,11 +76,28 @@ class ScaleConfig:
         return int(((self.deepspeed or {}).get("zero_optimization") or {}).get("stage", 0)) if self.deepspeed else -1
 
 
+def skip_deepspeed_shm_comm() -> None:
+    """Keep DeepSpeed from JIT-loading its CPU shared-memory all-reduce op.
+
+    DeepSpeed's CPU backend loads `deepspeed_shm_comm` through torch's cpp_extension on
+    every engine start, under a lock file in ~/.cache/torch_extensions. A process killed
+    while it holds that lock (a job driver or worker killed during start-up) leaves the
+    file behind, and every later engine start on the machine then waits on it forever.
+    Training here reduces through torch.distributed (gloo / NCCL) and never uses the op, so
+    it is marked unavailable (deepspeed 0.19.8, pinned: `deepspeed.ops.__compatible_ops__`
+    is computed once and kept, so the edit holds for the process)."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
 def ensure_process_group() -> None:
     """A one-process gloo group when none exists: DeepSpeed needs one even in-process
-    (num_workers=0); Ray Train workers already have theirs."""
+    (num_workers=0); Ray Train workers already have theirs. Called before every DeepSpeed
+    engine is made."""
     import torch.distributed as dist
 
+    skip_deepspeed_shm_comm()
     if dist.is_initialized():
         return
     # Ray's in-process mode destroys its group with plain torch.distributed when a run

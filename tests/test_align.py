@@ -240,3 +240,42 @@ def test_pre_cot_pooling():
     assert torch.equal(gather_pre_cot(hs, [1, 2], t_star), 1.5 * torch.stack([h[0, 1], h[1, 3]]))
     pooled = gather_pre_cot(hs, [1], t_star, "prompt_mean")
     assert torch.allclose(pooled, torch.stack([h[0, :2].mean(0), h[1, :4].mean(0)]))
+
+
+_ENGINE_START = """
+import sys, torch, deepspeed
+if sys.argv[1] == "presafe":
+    from jobs.scale import ensure_process_group
+    ensure_process_group()
+else:  # what DeepSpeed does on its own: start the engine with a fresh gloo group
+    import os
+    os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[2])
+    torch.distributed.init_process_group("gloo", rank=0, world_size=1)
+model = torch.nn.Linear(4, 2)
+deepspeed.initialize(model=model, optimizer=torch.optim.AdamW(model.parameters()),
+                     config={"train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 0}})
+print("engine up")
+"""
+
+
+def test_engine_start_survives_a_stale_torch_extension_lock(tmp_path):
+    """A process killed while DeepSpeed JIT-loads its CPU shm op leaves the lock file of
+    torch's extension build behind; without presafe's guard every later engine start on
+    the machine waits on it forever (a resumed job hung in CI this way)."""
+    import socket
+    import subprocess
+    import sys
+
+    lock = tmp_path / "ext" / "deepspeed_shm_comm" / "lock"
+    lock.parent.mkdir(parents=True)
+    lock.write_text("")
+    env = {**__import__("os").environ, "TORCH_EXTENSIONS_DIR": str(tmp_path / "ext")}
+    ok = subprocess.run([sys.executable, "-c", _ENGINE_START, "presafe"], env=env, capture_output=True, text=True,
+                        timeout=120, check=False)
+    assert ok.returncode == 0 and "engine up" in ok.stdout, ok.stderr[-2000:]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    with pytest.raises(subprocess.TimeoutExpired):  # the hazard is real: plain DeepSpeed waits on the lock
+        subprocess.run([sys.executable, "-c", _ENGINE_START, "plain", port], env=env, capture_output=True,
+                       timeout=20, check=False)
