@@ -249,7 +249,7 @@ def preflight_cluster(cfg: PipelineConfig, source: str, include_classifier: bool
         scales.append(("signals.train.scale", cfg.signals.train.scale, str(job / ".ray_results")))
     for key, scale, default in scales:
         try:
-            connect_ray(scale, key, default_storage=default)
+            connect_ray(scale, key, default)
         except ConfigError as e:
             raise ConfigError(f"{source}: {e}", key=e.key) from None
 

@@ -116,17 +116,20 @@ def ensure_process_group() -> None:
     dist.init_process_group("gloo", rank=0, world_size=1)
 
 
-def connect_ray(scale: ScaleConfig, key: str, default_storage: str = "") -> None:
+def connect_ray(scale: ScaleConfig, key: str, default_storage: str):
     """With Ray Train workers: join the cluster (RAY_ADDRESS, or a local one) and refuse a
     checkpoint folder the workers' nodes cannot share, before any work starts. `key` is
-    the dotted path of this ScaleConfig in the user's config; `default_storage` the folder
-    used when storage_path is unset (both for the message)."""
+    the dotted path of this ScaleConfig in the user's config (for the message);
+    `default_storage` the folder used when storage_path is unset. Returns the checkpoint
+    storage as (storage_path, storage_filesystem), see jobs.storage.ray_storage."""
+    from jobs.storage import check_cluster_storage, cluster_view, ray_storage
+
+    storage = scale.storage_path or default_storage
     if scale.num_workers == 0:
-        return
+        return ray_storage(storage)
     import ray
 
     from jobs.errors import PresafeError
-    from jobs.storage import check_cluster_storage, cluster_view, ray_storage
 
     if not ray.is_initialized():
         try:
@@ -134,21 +137,18 @@ def connect_ray(scale: ScaleConfig, key: str, default_storage: str = "") -> None
         except Exception as e:  # noqa: BLE001 - ConnectionError, auth errors, a bad address: "no cluster"
             where = os.environ.get("RAY_ADDRESS") or "a new local cluster"
             raise PresafeError(f"{key}: could not join the Ray cluster ({where}): {type(e).__name__}: {e}") from None
-    storage = scale.storage_path or default_storage
     nodes, fits_here = cluster_view(scale.num_workers, {"CPU": scale.cpus_per_worker, **scale.resources_per_worker,
                                                         **({"GPU": 1.0} if scale.use_gpu else {})})
     check_cluster_storage(storage, scale.shared_filesystem, f"{key}.storage_path", nodes, fits_here)
-    ray_storage(storage, check_access=True)
+    return ray_storage(storage, check_access=True)
 
 
-def train_kwargs(scale: ScaleConfig, default_storage: str) -> dict:
-    """TorchTrainer keyword arguments that follow the scale section: `scaling_config`, and
-    the RunConfig's `storage_path` / `storage_filesystem`."""
+def train_kwargs(scale: ScaleConfig, key: str, default_storage: str) -> dict:
+    """`connect_ray`, then the TorchTrainer keyword arguments that follow the scale section:
+    `scaling_config`, and the RunConfig's `storage_path` / `storage_filesystem`."""
     from ray.train import ScalingConfig
 
-    from jobs.storage import ray_storage
-
-    storage, filesystem = ray_storage(scale.storage_path or default_storage)
+    storage, filesystem = connect_ray(scale, key, default_storage)
     scaling = ScalingConfig(num_workers=scale.num_workers, use_gpu=scale.use_gpu,
                             resources_per_worker=scale.worker_resources(),
                             placement_strategy=scale.placement_strategy)

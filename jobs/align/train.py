@@ -32,7 +32,7 @@ from jobs.config import from_dict, to_dict
 from jobs.errors import DataError, PresafeError
 from jobs.optim import warmup_linear_decay
 from jobs.pipeline_config import PipelineConfig
-from jobs.scale import connect_ray, ensure_process_group, train_kwargs
+from jobs.scale import ensure_process_group, train_kwargs
 
 STATE = "state.json"
 EXPORT = "export"
@@ -262,7 +262,6 @@ class AlignTrainer:
         dist.barrier()
         return path
 
-
     def worker_record(self) -> dict:
         """Who trained what: rank, Ray node, host, pid, and the micro-batches and tokens this
         process trained since it (re)started, and the checkpoints it saved: the time to write
@@ -399,8 +398,7 @@ def run_align(cfg: PipelineConfig, targets_path: Path | None = None) -> Path:
     run_name = f"align-{cfg.job_id}-{a.output_name}-{fingerprint}"
     if not cfg.resume:  # a fresh Ray Train run too: a reused name would resume its checkpoints
         run_name += f"-{time.strftime('%Y%m%dT%H%M%S')}"
-    connect_ray(a.scale, "align.scale", default_storage=str(job / ".ray"))
-    ray_kwargs = train_kwargs(a.scale, str(job / ".ray"))
+    ray_kwargs = train_kwargs(a.scale, "align.scale", str(job / ".ray"))
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": to_dict(cfg), "rows": [r.__dict__ for r in rows], "checkpoint_root": str(root)},

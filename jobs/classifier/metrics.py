@@ -76,9 +76,9 @@ def choose_threshold(p_refuse, labels, metric: str = "accuracy", smoothing: floa
 
 
 def _smoothed_threshold(p: np.ndarray, y: np.ndarray, metric: str, sd: float) -> float:
-    from scipy.special import ndtr  # the standard normal CDF
+    from scipy.special import expit, logit, ndtr  # ndtr: the standard normal CDF
 
-    z = np.log(np.clip(p, 1e-7, 1 - 1e-7)) - np.log1p(-np.clip(p, 1e-7, 1 - 1e-7))
+    z = logit(np.clip(p, 1e-7, 1 - 1e-7))
     grid = np.linspace(-8.0, 8.0, 641)  # logit(t), steps of 0.025
     pos, neg = (y == 1).astype(np.float64), (y == 0).astype(np.float64)
     tp, fp = np.zeros(len(grid)), np.zeros(len(grid))
@@ -90,4 +90,4 @@ def _smoothed_threshold(p: np.ndarray, y: np.ndarray, metric: str, sd: float) ->
     score = (tp + tn) / len(y) if metric == "accuracy" else 2 * tp / np.maximum(2 * tp + fp + fn, 1e-12)
     best = np.flatnonzero(score >= score.max() - 1e-12)
     z_t = grid[best[np.argmin(np.abs(grid[best]))]]
-    return float(1 / (1 + np.exp(-z_t)))
+    return float(expit(z_t))

@@ -289,7 +289,7 @@ def train_classifier(cfg: ClassifierJobConfig) -> Path:
     from ray.train import CheckpointConfig, RunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from jobs.scale import connect_ray, train_kwargs
+    from jobs.scale import train_kwargs
 
     output = Path(cfg.output_dir).resolve()
     data = load_splits(cfg.data)
@@ -298,8 +298,7 @@ def train_classifier(cfg: ClassifierJobConfig) -> Path:
     output.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{output.name}.work.", dir=output.parent))
     try:
-        connect_ray(cfg.scale, "scale", default_storage=str(output.parent / ".ray_results"))
-        ray_kwargs = train_kwargs(cfg.scale, str(output.parent / ".ray_results"))
+        ray_kwargs = train_kwargs(cfg.scale, "scale", str(output.parent / ".ray_results"))
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"config": to_dict(cfg), "data": data, "scratch_dir": str(scratch)},
