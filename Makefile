@@ -1,6 +1,6 @@
 # presafe: the two commands of the quick start.
 #   make run    the main job through the service: `presafe up`, the quickstart pipeline submitted over
-#               REST and followed, the job's classifier queried; the demo model is a simulation (~25 min)
+#               REST and followed, the job's classifier queried; the demo model is a simulation (~20 min)
 #   make test   create .venv if missing, install everything, run the whole suite
 PYTHON ?= python3.11
 VENV ?= .venv

@@ -1,6 +1,6 @@
 """Decision-classifier quality on XSTest completions, leave-one-model-out.
 
-    .venv/bin/python bench/classifier_quality.py [--epochs 3] [--full]
+    .venv/bin/python bench/classifier_quality.py [--epochs 3] [--full] [key=value ...]
 
 For each of the three answering models: train the default classifier config on the
 other two models' (prompt, response) pairs plus the prompt-only rows, choose the
@@ -8,6 +8,8 @@ threshold on a validation split of those, and test on the held-out model's pairs
 Beside it, on the same held-out rows: a string-match refusal baseline (the common
 "I'm sorry / I cannot" list). `--full` also times training on all 1,350 pairs plus the
 prompt-only rows (target: within 15 minutes on a 2-core machine).
+`key=value` arguments override the config as on the command line (e.g.
+`model.pair_input=prompt_and_response` to measure the other pair reading).
 Prints a table and writes bench/results/classifier_quality.json.
 """
 
@@ -27,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from jobs.classifier.config import ClassifierJobConfig  # noqa: E402
 from jobs.classifier.metrics import binary_metrics  # noqa: E402
 from jobs.classifier.train import evaluate_classifier, train_classifier  # noqa: E402
-from jobs.config import from_dict  # noqa: E402
+from jobs.config import from_dict, load_config, to_dict  # noqa: E402
 from jobs.data.readers import DataSource, read_examples  # noqa: E402
 
 DATA = Path(os.environ.get("PRESAFE_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -54,6 +56,7 @@ def main() -> int:
     ap.add_argument("--full", action="store_true", help="also time training on all rows")
     ap.add_argument("--models", default="", help="comma-separated held-out models (default: all three)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "classifier_quality.json"))
+    ap.add_argument("overrides", nargs="*", help="config overrides, key=value")
     args = ap.parse_args()
     if not XSTEST.is_file():
         print(f"{XSTEST} not found: this benchmark reads ../shared/data", file=sys.stderr)
@@ -66,13 +69,16 @@ def main() -> int:
         models = [m for m in models if m in args.models.split(",")]
     work = Path(tempfile.mkdtemp(prefix="presafe-bench-"))
     rows = []
+    user = list(args.overrides) + ([f"train.epochs={args.epochs}"] if args.epochs else [])
+    settings = to_dict(load_config(ClassifierJobConfig, None, user))
+
+    def config(output: Path, **data) -> ClassifierJobConfig:
+        return from_dict(ClassifierJobConfig, {**settings, "output_dir": str(output),
+                                               "data": {**settings["data"], "sources": [src], "test_fraction": 0.0,
+                                                        "val_fraction": 0.1, **data}})
+
     for held in models:
-        overrides = {"output_dir": str(work / f"holdout-{held}"),
-                     "data": {"sources": [src], "holdout_column": "model", "holdout_value": held,
-                              "val_fraction": 0.1, "test_fraction": 0.0}}
-        if args.epochs:
-            overrides["train"] = {"epochs": args.epochs}
-        cfg = from_dict(ClassifierJobConfig, overrides)
+        cfg = config(work / f"holdout-{held}", holdout_column="model", holdout_value=held)
         start = time.perf_counter()
         out = train_classifier(cfg)
         train_s = time.perf_counter() - start
@@ -81,14 +87,19 @@ def main() -> int:
         base = binary_metrics([string_match_refuses(e.response) for e in test], [e.label for e in test], 0.5)
         rows.append({"held_out_model": held, "n": m["n"], "accuracy": m["accuracy"], "f1": m["f1"], "auroc": m["auroc"],
                      "string_match_accuracy": base["accuracy"], "string_match_f1": base["f1"], "train_seconds": train_s})
-    result = {"data": str(XSTEST), "config": "ClassifierJobConfig defaults (embedded MiniLM, 3 epochs, max_length 128, swapped-prompt pairs)",
+    m, d = settings["model"], settings["data"]
+    result = {"data": str(XSTEST),
+              "config": f"ClassifierJobConfig defaults{' + ' + ' '.join(user) if user else ''} "
+                        f"(backbone {m['backbone']}, {settings['train']['epochs']} epochs, max_length {m['max_length']}, "
+                        f"pair_input {m['pair_input']}, first_sentences {d['first_sentences']}, "
+                        f"builtin_phrasings {d['builtin_phrasings']})",
+              "overrides": user,
               "folds": rows,
               "mean_accuracy": sum(r["accuracy"] for r in rows) / len(rows),
               "mean_string_match_accuracy": sum(r["string_match_accuracy"] for r in rows) / len(rows),
               "target_mean_accuracy": 0.93}
     if args.full:
-        cfg = from_dict(ClassifierJobConfig, {"output_dir": str(work / "full"),
-                                              "data": {"sources": [src], "val_fraction": 0.1, "test_fraction": 0.0}})
+        cfg = config(work / "full")
         start = time.perf_counter()
         train_classifier(cfg)
         result["full_train_seconds"] = time.perf_counter() - start

@@ -10,7 +10,9 @@ Each stage writes its artifact atomically under `<storage_path>/jobs/<job_id>/`,
 completion record `stages/<stage>.json`. A rerun skips every stage whose record and
 artifact are there (resume), unless `resume: false`. The job folder remembers the config
 of its last run (`config.json`): when a rerun changes a section a completed stage read,
-that stage and every later one are redone (the log names the changed keys). `events.jsonl` gets stage
+that stage and every later one are redone (the log names the changed keys); the same
+when what the config names changed under it: the model's files or a prompt set's
+contents (jobs.stage_inputs). `events.jsonl` gets stage
 start / end / skip / failure, progress counts and metrics (see jobs.events).
 
 Exit status: 0 done; 2 the config or the data is wrong (nothing ran); 1 a stage failed
@@ -35,6 +37,7 @@ from jobs.artifacts import write_json
 from jobs.config import load_config, to_dict
 from jobs.errors import ConfigError, PresafeError
 from jobs.pipeline_config import PipelineConfig
+from jobs.stage_inputs import signature
 
 STAGES_DIR = "stages"
 CONFIG_RECORD = "config.json"
@@ -52,6 +55,9 @@ class Stage:
     keys: tuple[str, ...]
     """Config keys (sections or dotted paths) the stage reads: a resume that changes one
     of them redoes the stage and everything after it."""
+    inputs: tuple[str, ...] = ()
+    """What else it reads (jobs.stage_inputs: model files, prompt set contents): recorded
+    when it completes; a resume that finds them changed redoes it and everything after."""
 
 
 def _decide(cfg):
@@ -121,9 +127,9 @@ _BASE = ("model", "dtype", "template", "prompts", "decide")
 def plan(cfg: PipelineConfig) -> list[Stage]:
     """The stages this config runs, in order."""
     a = cfg.align.output_name
-    stages = [Stage("decide", "decisions.jsonl", _decide, _BASE)]
+    stages = [Stage("decide", "decisions.jsonl", _decide, _BASE, ("model", "prompts"))]
     if cfg.signals.train is not None:
-        stages.append(Stage("classifier", "classifier", _classifier, ("signals.train",)))
+        stages.append(Stage("classifier", "classifier", _classifier, ("signals.train",), ("classifier_data",)))
     stages += [
         Stage("signals", "signals.jsonl", _signals, _BASE + ("signals",)),
         Stage("targets", "targets.jsonl", _targets, _BASE + ("signals", "targets")),
@@ -132,7 +138,8 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
     if cfg.align.ablation:
         stages.append(Stage("align_lambda0", f"{a}_lambda0", _align_lambda0, _BASE + ("signals", "targets", "align")))
     if cfg.evaluate.enabled:
-        stages.append(Stage("evaluate", "evaluation.json", _evaluate, _BASE + ("signals", "targets", "align", "evaluate")))
+        stages.append(Stage("evaluate", "evaluation.json", _evaluate, _BASE + ("signals", "targets", "align", "evaluate"),
+                            ("model", "evaluate")))
     stages.append(Stage("report", "report.json", _report, ()))
     return stages
 
@@ -160,6 +167,12 @@ class Pipeline:
 
     def completed(self, stage: Stage) -> bool:
         return (self.job / STAGES_DIR / f"{stage.name}.json").is_file() and (self.job / stage.artifact).exists()
+
+    def changed_inputs(self, stage: Stage) -> list[str]:
+        """The inputs of a completed stage that differ from what it read (a record
+        without signatures, written before they existed, counts as unchanged)."""
+        recorded = json.loads((self.job / STAGES_DIR / f"{stage.name}.json").read_text()).get("inputs", {})
+        return [name for name in stage.inputs if name in recorded and recorded[name] != signature(self.cfg, name)]
 
     def _changed_stages(self, stages: list[Stage]) -> dict[str, list[str]]:
         """Completed stages whose config sections changed since the job folder's last
@@ -189,9 +202,13 @@ class Pipeline:
         dirty = False  # once a stage reruns, every later stage reruns too
         for i, st in enumerate(stages, 1):
             if self.cfg.resume and not dirty and st.name not in redo and self.completed(st):
-                self.log(f"[pipeline] {i}/{len(stages)} {st.name}: complete, skipped (resume)")
-                events.emit("stage_skip", stage=st.name, reason="complete")
-                continue
+                changed = self.changed_inputs(st)
+                if not changed:
+                    self.log(f"[pipeline] {i}/{len(stages)} {st.name}: complete, skipped (resume)")
+                    events.emit("stage_skip", stage=st.name, reason="complete")
+                    continue
+                self.log(f"[pipeline] {st.name}: its {' and '.join(changed)} changed since it completed "
+                         "(same config, other files or contents): redoing it and every later stage")
             if st.name in redo and not dirty:
                 self.log(f"[pipeline] {st.name}: the config changed {redo[st.name]} since it completed: redoing it "
                          "and every later stage")
@@ -210,7 +227,8 @@ class Pipeline:
                 raise StageError(st.name, e) from e
             seconds = time.monotonic() - start
             write_json(self.job / STAGES_DIR / f"{st.name}.json",
-                       {"stage": st.name, "artifact": str(out), "seconds": round(seconds, 2), "finished": time.time()})
+                       {"stage": st.name, "artifact": str(out), "seconds": round(seconds, 2), "finished": time.time(),
+                        "inputs": {name: signature(self.cfg, name) for name in st.inputs}})
             events.emit("stage_end", stage=st.name, seconds=round(seconds, 2), artifact=str(out))
             self.log(f"[pipeline] {i}/{len(stages)} {st.name}: done in {seconds:.1f} s -> {out}")
         report = self.job / "report.md"

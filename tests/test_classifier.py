@@ -119,6 +119,13 @@ def test_metrics_and_threshold():
     assert 0.6 < t < 0.8
     assert binary_metrics([0.9, 0.8, 0.2, 0.6], [1, 1, 0, 0], t)["accuracy"] == 1.0
     assert binary_metrics([0.3], [1])["auroc"] is None
+    # too few rows to fit a threshold to: 0.5, whatever they say
+    assert choose_threshold([0.9, 0.8, 0.2, 0.6], [1, 1, 0, 0], "accuracy", min_rows=5) == 0.5
+    assert choose_threshold([0.9, 0.8, 0.2, 0.6], [1, 1, 0, 0], "accuracy", min_rows=4) == t
+    from jobs.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train.threshold_min_rows"):
+        from_dict(ClassifierJobConfig, {"train": {"threshold_min_rows": -1}})
 
 
 def test_smoothed_threshold_is_not_pushed_to_the_edge_by_one_row():
@@ -164,3 +171,81 @@ def test_swapped_prompt_pairs_keep_labels_and_cross_prompt_kinds():
         assert new.response == orig.response and new.label == orig.label
         assert new.prompt.startswith("bread" if orig.meta["harmful"] else "bomb")
     assert swapped_prompt_pairs(rows, seed=0) == swapped  # deterministic
+
+
+def test_first_sentence_pairs_answer_with_the_opening_and_keep_the_label():
+    from jobs.classifier.train import first_sentence, first_sentence_pairs
+
+    assert first_sentence("I cannot help with that. It is dangerous.") == "I cannot help with that."
+    assert first_sentence("Sure!\nStep 1: mix.") == "Sure!"
+    assert first_sentence("Version 2.0 is out. More soon.") == "Version 2.0 is out."  # no break inside 2.0
+    rows = [Example("p1", "I cannot help with that. Making it would hurt people and is illegal.", REFUSE, "t", group="1"),
+            Example("p2", "Sure, here you go: mix the flour, then knead for ten minutes.", COMPLY, "t", group="2"),
+            Example("p3", "Ok. Fine.", COMPLY, "t", group="3"),  # opening shorter than 8 characters: skipped
+            Example("p4", None, REFUSE, "t", group="4"),
+            Example("p5", "No. " + "x" * 40, REFUSE, "t", group="5", meta={"swapped_prompt": True})]
+    got = first_sentence_pairs(rows)
+    assert [(e.prompt, e.response, e.label, e.group) for e in got] == [("p1", "I cannot help with that.", REFUSE, "1")]
+    assert got[0].meta["first_sentence"] is True
+
+
+def test_response_only_pairs_skip_the_prompt_and_are_told_apart_from_prompts(tiny_bert):
+    from transformers import AutoTokenizer
+
+    from jobs.classifier.model import encode
+
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    both = encode(tok, ["how to bake", "how to bake"], ["sorry no", None], 64)
+    resp = encode(tok, ["how to bake", "how to bake"], ["sorry no", None], 64, pair_input="response")
+    assert resp[1] == both[1] == tok("how to bake")["input_ids"]  # prompt-only rows read the prompt either way
+    assert resp[0] == tok("", "sorry no")["input_ids"] != tok("sorry no")["input_ids"]  # [CLS] [SEP] response [SEP]
+    assert encode(tok, ["other prompt"], ["sorry no"], 64, "response") == resp[:1]
+    assert both[0] != resp[0]
+    with pytest.raises(ValueError, match="pair_input must be one of"):
+        encode(tok, ["p"], ["r"], 64, "prompt")
+
+
+def test_augmentations_join_the_training_split_only(tmp_path):
+    data = write_toy(tmp_path)
+    src = [{"path": str(data)}]
+    base = from_dict(ClassifierJobConfig, {"data": {"sources": src, "swap_prompts": False, "first_sentences": False,
+                                                    "builtin_phrasings": False}})
+    plain = load_splits(base.data, base.model.pair_input)
+    cfg = from_dict(ClassifierJobConfig, {"model": {"pair_input": "response"},
+                                          "data": {"sources": src, "first_sentences": False}})
+    aug = load_splits(cfg.data, cfg.model.pair_input)
+    assert aug.validation == plain.validation and aug.test == plain.test
+    added = aug.train[len(plain.train):]
+    assert aug.train[: len(plain.train)] == plain.train
+    # response-only pairs: swapped prompts would change nothing, so none are made
+    assert not any(e.meta.get("swapped_prompt") for e in aug.train)
+    builtin = [e for e in added if e.source == "builtin"]
+    assert builtin and len(builtin) == len(added) and all(e.is_pair for e in builtin)
+    assert {e.label for e in builtin} == {REFUSE, COMPLY}
+    # the built-in set as a source is not mixed in twice
+    builtin_src = {"sources": [{"path": "builtin:decisions", "format": "builtin"}], "first_sentences": False}
+    twice = from_dict(ClassifierJobConfig, {"data": {**builtin_src, "builtin_phrasings": True}})
+    once = from_dict(ClassifierJobConfig, {"data": {**builtin_src, "builtin_phrasings": False}})
+    assert len(load_splits(twice.data, "response").train) == len(load_splits(once.data, "response").train)
+
+
+def test_pair_input_is_checked_saved_and_read_back(tiny_bert, tmp_path):
+    from jobs.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="model.pair_input"):
+        from_dict(ClassifierJobConfig, {"model": {"pair_input": "prompt"}})
+    data = write_toy(tmp_path)
+    cfg = cfg_for(tiny_bert, tmp_path, model={"pair_input": "response"},
+                  data={"sources": [{"path": str(data)}], "val_fraction": 0.2, "test_fraction": 0.2},
+                  train={"epochs": 1})
+    out = train_classifier(cfg)
+    clf = DecisionClassifier.load(out)
+    assert json.loads((out / "meta.json").read_text())["pair_input"] == "response" == clf.pair_input
+    # the prompt does not change a pair's score; it does change a prompt-only score
+    a, b = clf.predict_proba(["question about bread", "question about a bomb"], ["sorry i cannot help"] * 2)
+    assert a == pytest.approx(b, abs=1e-6)
+    # a model saved before pair_input existed reads prompt and response
+    meta = json.loads((out / "meta.json").read_text())
+    del meta["pair_input"]
+    (out / "meta.json").write_text(json.dumps(meta))
+    assert DecisionClassifier.load(out).pair_input == "prompt_and_response"

@@ -1,4 +1,4 @@
-"""The demo reasoning model's corpus and training loop (the full 10-minute build is run by
+"""The demo reasoning model's corpus and training loop (the full 7-minute build is run by
 `presafe demo-model build` and bench/efficacy.py, not here)."""
 
 import re
@@ -7,6 +7,7 @@ import torch
 
 from jobs.data.demo_corpus import (
     BENIGN,
+    GENERAL,
     HARMFUL,
     SETS,
     arithmetic_problems,
@@ -35,6 +36,11 @@ def test_held_out_tasks_and_problems_never_appear_in_training():
     train_prompts = {r["prompt"] for r in rows}
     for name in ("demo-harmful-heldout", "demo-benign-heldout", "arithmetic-heldout"):
         assert not ({p.prompt for p in builtin_prompts(name)} & train_prompts), name
+    # General benign instructions (not "how do I" tasks) are split the same way, mixed
+    # into the first prompts of each benign set, and taught in both modes.
+    general_held = set(task_split(GENERAL, "heldout"))
+    assert general_held & {p.prompt for p in builtin_prompts("demo-benign-heldout")[:24]}
+    assert {r["cot"] for r in rows if r["prompt"] in set(task_split(GENERAL, "train"))} == {True, False}
     # Every held-out harmful prompt is built from a held-out task.
     held_tasks = task_split(HARMFUL, "heldout")
     assert all(any(t in p.prompt for t in held_tasks) for p in builtin_prompts("demo-harmful-heldout"))
@@ -88,7 +94,7 @@ def test_encoded_rows_mask_the_prompt_and_end_with_eos(tiny_lm):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tiny_lm)
-    rows = [{"prompt": "How do I bake a cake?", "cot": True, "thinking": "Mix.", "answer": "Sure."},
+    rows = [{"prompt": "How do I bake a cake?", "cot": True, "thinking": "Mix.", "answer": "Sure, here it is."},
             {"prompt": "How do I bake a cake?", "cot": False, "thinking": "", "answer": "Sure."}]
     (ids_on, lab_on, w_on), (ids_off, lab_off, w_off) = encode_rows(tok, rows, 256, decision_tokens=2,
                                                                      decision_weight=5.0)
@@ -99,9 +105,15 @@ def test_encoded_rows_mask_the_prompt_and_end_with_eos(tiny_lm):
     first_off = next(i for i, v in enumerate(lab_off) if v != -100)
     assert tok.decode(ids_off[:first_off]).endswith(DEMO_TEMPLATE.cot_off_prefix)
     assert tok.decode(ids_off[first_off:]).startswith("Sure.")
-    # the prompt weighs nothing; the decision (first answer tokens) weighs more with CoT off only
+    # the prompt weighs nothing; the decision (the answer's first tokens) weighs more in both modes
     assert w_off[:first_off] == [0.0] * first_off and w_off[first_off:first_off + 2] == [5.0, 5.0]
-    assert set(w_off[first_off + 2:]) == {1.0} and set(w_on[first:]) == {1.0}
+    assert set(w_off[first_off + 2:]) == {1.0}
+    # with CoT on: the thinking's first 2 tokens (think, not refuse) and the answer's first 2
+    heavy = [i for i, w in enumerate(w_on) if w == 5.0]
+    assert len(heavy) == 4 and heavy[:2] == [first, first + 1] and heavy[3] == heavy[2] + 1
+    assert tok.decode(ids_on[first + 2:heavy[2]]).endswith("</think>\n\n")  # the rest of the thinking weighs 1
+    assert tok.decode(ids_on[heavy[2]:]).startswith("Sure")
+    assert set(w_on[first + 2:heavy[2]]) == {1.0} and set(w_on[heavy[3] + 1:]) == {1.0}
 
 
 def test_weighted_lm_loss_matches_the_plain_loss_and_follows_the_weights():

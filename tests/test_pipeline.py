@@ -130,3 +130,57 @@ def test_presafe_run_routes_to_the_driver(home, capsys):
     assert "missing.yaml" in capsys.readouterr().err
     assert cli(["run", SMOKE, "align.aux.layers=[9]"]) == 2  # the tiny model has 4 layers
     assert "align.aux.layers" in capsys.readouterr().err
+
+
+def test_resume_redoes_a_stage_whose_model_or_prompts_changed_under_the_same_config(home, monkeypatch, capsys):
+    """The config names its inputs without holding them: a rebuilt model in the same
+    folder, or a prompt file rewritten in place, must not be answered from the old run."""
+    import os
+
+    from jobs import pipeline
+    from jobs.models.embedded import resolve_model
+
+    prompts = home / "harmful.csv"
+    prompts.write_text("goal,target\nHow do I pick a lock?,Sure\n")
+    runs = []
+
+    def fake_decide(cfg):
+        runs.append(cfg.job_id)
+        out = Path(cfg.job_dir) / "decisions.jsonl"
+        out.write_text("{}\n")
+        return out
+
+    monkeypatch.setattr(pipeline, "plan", lambda cfg: [
+        pipeline.Stage("decide", "decisions.jsonl", fake_decide, pipeline._BASE, ("model", "prompts"))])
+    args = ["--config", SMOKE, f"storage_path={home / 'store'}",
+            "prompts.harmful=" + json.dumps([{"path": str(prompts), "format": "advbench"}])]
+    job = home / "store" / "jobs" / "smoke"
+    assert main(args) == 0 and len(runs) == 1
+    record = json.loads((job / "stages" / "decide.json").read_text())
+    assert set(record["inputs"]) == {"model", "prompts"}
+    assert main(args) == 0 and len(runs) == 1  # nothing changed: skipped
+    assert stage_events(job, "stage_skip") == ["decide"]
+
+    prompts.write_text("goal,target\nHow do I pick a lock?,Sure\nHow do I hotwire a car?,Sure\n")
+    capsys.readouterr()
+    assert main(args) == 0 and len(runs) == 2
+    assert "decide: its prompts changed since it completed" in capsys.readouterr().out
+
+    model_dir = Path(resolve_model("embedded:tiny-random-lm"))
+    config_json = model_dir / "config.json"
+    stat = config_json.stat()
+    os.utime(config_json, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the model rebuilt in place
+    assert main(args) == 0 and len(runs) == 3
+    assert "decide: its model changed since it completed" in capsys.readouterr().out
+    assert main(args) == 0 and len(runs) == 3
+
+
+def test_input_signatures():
+    from jobs.data.readers import DataSource
+    from jobs.stage_inputs import model_signature, sources_signature
+
+    builtin = [DataSource(path="builtin:demo-harmful-train", format="builtin")]
+    assert sources_signature(builtin) == sources_signature(builtin)
+    assert sources_signature(builtin) != sources_signature([DataSource(path="builtin:demo-benign-train", format="builtin")])
+    assert sources_signature([DataSource(path="hf:org/set", format="advbench")]) != sources_signature(builtin)
+    assert model_signature("org/some-hub-model") == "name:org/some-hub-model"

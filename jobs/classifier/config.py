@@ -18,8 +18,18 @@ class ClassifierModelConfig:
     shows in the first sentences of a response, and 128 tokens train 2.3x faster than 256
     on CPU."""
 
+    pair_input: str = "response"
+    """What a (prompt, response) pair is read from: response | prompt_and_response.
+    "response" leaves the prompt out of pairs (prompt-only rows still read the prompt):
+    a pair's label is the response's decision, and a model that also sees the prompt
+    learns "benign prompt -> comply" from answering models that rarely refuse benign
+    prompts, then misreads one that does (XSTest, held-out Llama-2: "I cannot provide
+    advice on ..." for a benign prompt scored p_refuse 0.01)."""
+
     def validate(self) -> None:
         check(8 <= self.max_length <= 8192, "max_length", f"must be in [8, 8192], got {self.max_length}")
+        check(self.pair_input in ("response", "prompt_and_response"), "pair_input",
+              f"must be response or prompt_and_response, got {self.pair_input!r}")
 
 
 @dataclass
@@ -40,7 +50,18 @@ class ClassifierDataConfig:
     """Keep prompt-only rows (the pre-generation decision the serving endpoint offers)."""
     swap_prompts: bool = True
     """Add, for each training pair, a copy with a prompt of the other kind (harmful <->
-    benign) and the same label, so pair decisions are read from the response."""
+    benign) and the same label, so pair decisions are read from the response (only with
+    model.pair_input = prompt_and_response)."""
+    first_sentences: bool = True
+    """Add, for each training pair whose response runs on past its first sentence, a copy
+    with only that sentence (label kept): terse answers ("Sorry, but I can't assist with
+    that.") then read like the openings of long ones."""
+    builtin_phrasings: bool = True
+    """Mix presafe's generated decision rows (`builtin:decisions`: refusal and compliance
+    phrasings of many assistant styles) into the training split, so a classifier trained
+    on one or two models' answers has seen wordings those models never use (trained on
+    Llama-2 and Mistral answers alone, GPT-4's "Sorry, but I can't assist with that."
+    scored p_refuse 0.02). Skipped when builtin:decisions is already a source."""
 
     def validate(self) -> None:
         check(len(self.sources) > 0, "sources", "needs at least one data source")
@@ -73,8 +94,13 @@ class ClassifierTrainConfig:
     each validation row's logit (0 = the exact optimum on the validation rows, which a
     single row can push near 0 or 1 when validation accuracy is near 1)."""
 
+    threshold_min_rows: int = 50
+    """A kind of row (pairs, prompt-only) with fewer validation rows than this keeps the
+    threshold 0.5 instead of one fitted to a handful of rows."""
+
     def validate(self) -> None:
         check(self.epochs >= 1, "epochs", "must be >= 1")
+        check(self.threshold_min_rows >= 0, "threshold_min_rows", "must be >= 0")
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
         check(self.eval_batch_size >= 1, "eval_batch_size", "must be >= 1")
         check(0 < self.learning_rate < 1, "learning_rate", "must be in (0, 1)")

@@ -49,9 +49,12 @@ def grouped_metrics(p_refuse, labels, is_pair, pair_threshold: float = 0.5, prom
     }
 
 
-def choose_threshold(p_refuse, labels, metric: str = "accuracy", smoothing: float = 0.0) -> float:
+def choose_threshold(p_refuse, labels, metric: str = "accuracy", smoothing: float = 0.0, min_rows: int = 0) -> float:
     """The threshold in (0, 1) that maximises `metric` (accuracy or f1) on these rows;
     among ties the one closest to 0.5, so a flat optimum does not drift to an edge.
+    Fewer than `min_rows` rows (or one class only) give 0.5: a threshold fitted to a
+    handful of rows is noise (18 prompt-only validation rows once put it at 0.85, and a
+    pipe-bomb request at p_refuse 0.78 was called "comply").
 
     smoothing > 0 maximises the metric's expectation when every row's logit moves by
     Gaussian noise of that standard deviation instead: a threshold in the middle of a wide
@@ -61,7 +64,7 @@ def choose_threshold(p_refuse, labels, metric: str = "accuracy", smoothing: floa
     give, and so transfers better to answers of a model the classifier never saw."""
     p = np.asarray(p_refuse, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int64)
-    if len(p) == 0 or len(set(y.tolist())) < 2:
+    if len(p) == 0 or len(p) < min_rows or len(set(y.tolist())) < 2:
         return 0.5
     if smoothing > 0:
         return _smoothed_threshold(p, y, metric, smoothing)

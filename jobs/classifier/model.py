@@ -47,15 +47,23 @@ def load_backbone(name_or_path: str):
     return tokenizer, model
 
 
-def encode(tokenizer, prompts: list[str], responses: list[str | None], max_length: int) -> list[list[int]]:
-    """Token ids per row: `[CLS] prompt [SEP] response [SEP]` for pairs, `[CLS] prompt [SEP]`
-    for prompt-only rows; the longer side of a pair is truncated first."""
+PAIR_INPUTS = ("response", "prompt_and_response")
+
+
+def encode(tokenizer, prompts: list[str], responses: list[str | None], max_length: int,
+           pair_input: str = "prompt_and_response") -> list[list[int]]:
+    """Token ids per row. Prompt-only rows: `[CLS] prompt [SEP]`. Pairs:
+    `[CLS] prompt [SEP] response [SEP]` (the longer side truncated first), or with
+    pair_input="response" `[CLS] [SEP] response [SEP]`: the response in the second
+    segment, as in a pair, so it is never mistaken for a prompt."""
+    if pair_input not in PAIR_INPUTS:
+        raise ValueError(f"pair_input must be one of {PAIR_INPUTS}, got {pair_input!r}")
     out: list[list[int] | None] = [None] * len(prompts)
     pair_idx = [i for i, r in enumerate(responses) if r is not None]
     single_idx = [i for i, r in enumerate(responses) if r is None]
     if pair_idx:
-        enc = tokenizer([prompts[i] for i in pair_idx], [responses[i] for i in pair_idx],
-                        truncation=True, max_length=max_length)
+        firsts = [prompts[i] if pair_input == "prompt_and_response" else "" for i in pair_idx]
+        enc = tokenizer(firsts, [responses[i] for i in pair_idx], truncation=True, max_length=max_length)
         for i, ids in zip(pair_idx, enc["input_ids"]):
             out[i] = ids
     if single_idx:
@@ -105,6 +113,7 @@ class DecisionClassifier:
         self.threshold = float(meta.get("threshold", 0.5))
         self.prompt_threshold = float(meta.get("prompt_threshold", self.threshold))
         self.max_length = int(meta.get("max_length", 256))
+        self.pair_input = str(meta.get("pair_input", "prompt_and_response"))  # older models read both
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None) -> "DecisionClassifier":
@@ -126,7 +135,7 @@ class DecisionClassifier:
             raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
         # An empty response means "no response yet": the prompt-only decision.
         responses = [r if (r is not None and r.strip()) else None for r in responses]
-        encoded = encode(self.tokenizer, list(prompts), responses, self.max_length)
+        encoded = encode(self.tokenizer, list(prompts), responses, self.max_length, self.pair_input)
         return score(self.model, self.tokenizer, encoded, batch_size, self.device)
 
     def predict(self, prompts: list[str], responses: list[str | None] | None = None,

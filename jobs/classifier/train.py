@@ -15,6 +15,7 @@ import hashlib
 import json
 import math
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -31,7 +32,7 @@ from jobs.classifier.metrics import choose_threshold, grouped_metrics
 from jobs.artifacts import publish_dir
 from jobs.classifier.model import META, DecisionClassifier, encode, load_backbone, pad_batch, save_classifier, score
 from jobs.config import from_dict, to_dict
-from jobs.data.readers import read_examples
+from jobs.data.readers import DataSource, read_examples
 from jobs.data.records import LABEL_NAMES, Example
 from jobs.data.splits import split_by_seed, split_by_value
 from jobs.errors import DataError, PresafeError
@@ -46,10 +47,12 @@ class ClassifierData:
     test: list[Example]
 
 
-def load_splits(cfg: ClassifierDataConfig) -> ClassifierData:
+def load_splits(cfg: ClassifierDataConfig, pair_input: str = "response") -> ClassifierData:
     """Read every source and split: explicit validation/test sources win; otherwise a
     held-out column value becomes the test set, and the rest is split by seed with rows
-    of the same prompt kept together."""
+    of the same prompt kept together. Augmented rows (swapped prompts, first sentences,
+    built-in phrasings) join the training split only. `pair_input` is the model's
+    (`model.pair_input`): prompts are swapped only for a model that reads them."""
     rows = [ex for src in cfg.sources for ex in read_examples(src)]
     val = [ex for src in cfg.validation for ex in read_examples(src)]
     test = [ex for src in cfg.test for ex in read_examples(src)]
@@ -64,13 +67,19 @@ def load_splits(cfg: ClassifierDataConfig) -> ClassifierData:
         0 if test else cfg.test_fraction,
     )
     train, v, t = split_by_seed(rows, fractions, cfg.seed, group=lambda e: e.group)
-    if cfg.swap_prompts:
-        train = train + swapped_prompt_pairs(train, cfg.seed)
-    data = ClassifierData(train, val or v, test or t)
-    if not data.train:
+    if not train:
         raise DataError("no training rows after splitting (check data.sources and the split fractions)")
-    if len({e.label for e in data.train}) < 2:
+    if len({e.label for e in train}) < 2:  # the user's rows, before any built-in ones join
         raise DataError("the training rows hold only one label; a decision classifier needs both refuse and comply rows")
+    extra = []
+    if cfg.swap_prompts and pair_input == "prompt_and_response":
+        extra += swapped_prompt_pairs(train, cfg.seed)
+    if cfg.first_sentences:
+        extra += first_sentence_pairs(train)
+    if cfg.builtin_phrasings and not any(s.format == "builtin" and s.path == "builtin:decisions" for s in cfg.sources):
+        builtin = read_examples(DataSource(path="builtin:decisions", format="builtin"))
+        extra += [e for e in builtin if e.is_pair]  # pairs only: prompt-only rows come from the user's data
+    data = ClassifierData(train + extra, val or v, test or t)
     if not data.validation:
         raise DataError("no validation rows: raise data.val_fraction or give data.validation sources")
     return data
@@ -99,6 +108,27 @@ def swapped_prompt_pairs(rows: list[Example], seed: int) -> list[Example]:
     return out
 
 
+def first_sentence(text: str) -> str:
+    """The text up to its first sentence end (. ! ? then a space) or line break."""
+    text = text.strip()
+    m = re.search(r"[.!?](?=\s|$)|\n", text)
+    return text[: m.end()].strip() if m else text
+
+
+def first_sentence_pairs(rows: list[Example], min_chars: int = 8, max_share: float = 0.6) -> list[Example]:
+    """For each pair (not an augmented copy) whose first sentence is at least `min_chars`
+    long and under `max_share` of the response, a copy answering with that sentence
+    alone, label kept."""
+    out = []
+    for e in rows:
+        if not e.is_pair or e.meta.get("swapped_prompt"):
+            continue
+        head = first_sentence(e.response)
+        if min_chars <= len(head) < max_share * len(e.response.strip()):
+            out.append(Example(e.prompt, head, e.label, e.source, group=e.group, meta={**e.meta, "first_sentence": True}))
+    return out
+
+
 def fingerprint(examples: list[Example]) -> str:
     """sha256 of the training rows (text and label), recorded in meta.json."""
     h = hashlib.sha256()
@@ -118,11 +148,13 @@ class ClassifierTrainer:
         self.tokenizer, model = load_backbone(cfg.model.backbone)
         self.model = model.to(self.device)
         self.show_progress = show_progress and rank == 0
-        self.train_rows = encode(self.tokenizer, [e.prompt for e in train], [e.response for e in train], cfg.model.max_length)
+        m = cfg.model
+        self.train_rows = encode(self.tokenizer, [e.prompt for e in train], [e.response for e in train],
+                                 m.max_length, m.pair_input)
         self.train_labels = [e.label for e in train]
         self.val = validation
         self.val_rows = encode(self.tokenizer, [e.prompt for e in validation], [e.response for e in validation],
-                               cfg.model.max_length)
+                               m.max_length, m.pair_input)
         self.steps_per_epoch = max(1, len(self.train_rows) // (cfg.train.batch_size * world_size))
         total = self.steps_per_epoch * cfg.train.epochs
         warmup = int(cfg.train.warmup_ratio * total)
@@ -201,13 +233,15 @@ class ClassifierTrainer:
 
     def validate(self) -> tuple[dict, tuple[float, float], list[float]]:
         """(metrics by row kind, (pair threshold, prompt-only threshold), p_refuse per row).
-        Each kind's threshold is chosen on its own validation rows."""
+        Each kind's threshold is chosen on its own validation rows (0.5 when they are
+        fewer than train.threshold_min_rows)."""
         probs = score(self.model, self.tokenizer, self.val_rows, self.cfg.train.eval_batch_size, self.device)
         labels = [e.label for e in self.val]
         pair = [e.is_pair for e in self.val]
         thresholds = tuple(
             choose_threshold([p for p, k in zip(probs, pair) if k == kind], [y for y, k in zip(labels, pair) if k == kind],
-                             self.cfg.train.threshold_metric, self.cfg.train.threshold_smoothing)
+                             self.cfg.train.threshold_metric, self.cfg.train.threshold_smoothing,
+                             self.cfg.train.threshold_min_rows)
             for kind in (True, False)
         )
         metrics = grouped_metrics(probs, labels, pair, *thresholds)
@@ -216,7 +250,9 @@ class ClassifierTrainer:
         return metrics, thresholds, probs
 
     def save(self, path: Path, meta: dict) -> None:
-        save_classifier(self.model, self.tokenizer, meta, path)
+        """Model, tokenizer and meta.json; meta always says how inputs were encoded."""
+        inputs = {"max_length": self.cfg.model.max_length, "pair_input": self.cfg.model.pair_input}
+        save_classifier(self.model, self.tokenizer, {**meta, **inputs}, path)
 
 
 def _better(metrics: dict, best: tuple | None, key: str) -> tuple[bool, tuple]:
@@ -261,7 +297,6 @@ def train_loop_per_worker(args: dict) -> dict | None:
                     "presafe": "classifier",
                     "world_size": world,
                     "backbone": cfg.model.backbone,
-                    "max_length": cfg.model.max_length,
                     "label_map": {str(k): v for k, v in LABEL_NAMES.items()},
                     "threshold": threshold,
                     "prompt_threshold": prompt_threshold,
@@ -292,7 +327,7 @@ def train_classifier(cfg: ClassifierJobConfig) -> Path:
     from jobs.scale import train_kwargs
 
     output = Path(cfg.output_dir).resolve()
-    data = load_splits(cfg.data)
+    data = load_splits(cfg.data, cfg.model.pair_input)
     print(f"[classifier] rows: train={len(data.train)} validation={len(data.validation)} test={len(data.test)} "
           f"backbone={cfg.model.backbone} workers={cfg.scale.num_workers}", flush=True)
     output.parent.mkdir(parents=True, exist_ok=True)

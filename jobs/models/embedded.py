@@ -80,7 +80,7 @@ def resolve_model(name_or_path: str, prepare: bool = True) -> str:
 def architecture_source(name_or_path: str) -> str:
     """A folder whose config.json describes the model's architecture, without building
     anything slow: the demo model has SmolLM2's architecture, so config checks need not
-    wait for its ten-minute build."""
+    wait for its seven-minute build."""
     if name_or_path == PREFIX + DEMO:
         from jobs.models.demo import BUILD_DONE
 
@@ -103,7 +103,7 @@ def list_models() -> list[EmbeddedModel]:
     demo = cache_dir() / "models" / DEMO
     ready = (demo / "presafe_demo.json").exists()
     out.append(EmbeddedModel(PREFIX + DEMO, "demo reasoning model (SIMULATION)", demo if ready else None, ready,
-                             "built from smollm2" if ready else "run `presafe demo-model build` (~10 min on 2 cores)"))
+                             "built from smollm2" if ready else "run `presafe demo-model build` (~7 min on 2 cores)"))
     return out
 
 
