@@ -147,3 +147,21 @@ def test_train_demo_lowers_the_loss_and_trains_only_the_top_layers(tiny_lm):
     assert any(k.startswith("model.layers.3.") for k in changed)
     assert any(k.startswith("model.layers.2.") for k in changed)
     assert not any(k.startswith(("model.layers.0.", "model.layers.1.", "model.embed_tokens")) for k in changed)
+
+
+def test_demo_prompts_are_not_copied_from_the_evaluation_sets(shared_data):
+    """bench/efficacy.py judges over-refusal on Alpaca and ASR on AdvBench/HarmBench: none
+    of presafe's own demo prompts may appear there verbatim (case and spacing aside)."""
+    from jobs.config import from_dict
+    from jobs.data.readers import DataSource, read_prompts
+
+    def norm(text):
+        return " ".join(text.lower().split())
+
+    ours = {norm(t) for t in GENERAL} | {norm(p.prompt) for name in SETS for p in builtin_prompts(name)}
+    sets = [("prompts/benign/alpaca_harmless_val.json", "alpaca"), ("prompts/benign/alpaca_harmless_train.json", "alpaca"),
+            ("prompts/harmful/advbench_harmful_behaviors.csv", "advbench"),
+            ("prompts/harmful/harmbench_behaviors_text_all.csv", "harmbench")]
+    for rel, fmt in sets:
+        theirs = {norm(p.prompt) for p in read_prompts(from_dict(DataSource, {"path": str(shared_data / rel), "format": fmt}))}
+        assert theirs and not (ours & theirs), (rel, sorted(ours & theirs)[:5])
