@@ -23,6 +23,8 @@ from jobs.scale import ScaleConfig
 from jobs.templates import TemplateConfig
 
 DTYPES = ("float32", "bfloat16", "float16", "auto")
+PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+"""A file or folder name under the job folder: no separator, no leading dot, so never `..`."""
 
 
 @dataclass
@@ -179,10 +181,17 @@ class AlignConfig:
     merge: bool = False
     """Also write a merged model (base + LoRA) under adapter/merged/."""
     output_name: str = "adapter"
-    """Folder under job_dir for the result (the λ=0 ablation uses another name)."""
+    """Folder under job_dir for the result (the λ=0 ablation uses another name): a plain
+    name, never a path, since the stage replaces whatever sits at `<job_dir>/<output_name>`
+    and `<output_name>.checkpoints`."""
     ablation: bool = False
     """Pipeline: also train the λ = 0 ablation (plain SFT, same data and steps) into
     `<output_name>_lambda0/` so evaluation can compare the two."""
+
+    def validate(self) -> None:
+        check(bool(PLAIN_NAME.fullmatch(self.output_name)), "output_name",
+              f"must be a plain folder name under the job folder (1-100 letters, digits, '.', '_' or '-', not "
+              f"starting with a symbol; no '/' or '..'), got {self.output_name!r}")
 
 
 @dataclass

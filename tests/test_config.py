@@ -118,3 +118,12 @@ def test_every_shipped_pipeline_config_loads_and_fits_its_model():
             from jobs.align.model import check_against_model
 
             assert check_against_model(cfg.align, cfg.model)
+
+
+@pytest.mark.parametrize("name", ["/abs/elsewhere", "../x", "..", "a/b", ".hidden", "x" * 101, ""])
+def test_align_output_name_must_be_a_plain_name(name):
+    from jobs.pipeline_config import PipelineConfig
+
+    with pytest.raises(ConfigError, match="align.output_name: must be a plain folder name"):
+        from_dict(PipelineConfig, {"align": {"output_name": name}})
+    assert from_dict(PipelineConfig, {"align": {"output_name": "adapter_v2.1"}}).align.output_name == "adapter_v2.1"

@@ -134,6 +134,19 @@ def test_bad_requests_name_the_field_and_the_limit(service):
             assert r.status_code == 422, (path, r.text)
             assert r.json()["detail"][0]["loc"] == ["body", "config", "prompts", "harmful", 0, "path"], r.text
             assert "outside the service's data roots" in r.text
+        # align.output_name names a folder the align stage replaces: never a path out of the job folder
+        sentinel = Path(service.settings["storage_path"]).parent / "sentinel_do_not_delete"
+        (sentinel / "keep").mkdir(parents=True, exist_ok=True)
+        before = {p.name for p in Path(service.settings["storage_path"]).iterdir()}
+        for name in (str(sentinel), "../../../sentinel_do_not_delete", "..", "a/b", ".hidden"):
+            cfg = smoke_config()
+            cfg["align"]["output_name"] = name
+            r = c.post("/v1/jobs", json={"config": cfg})
+            assert r.status_code == 422, (name, r.text)
+            assert r.json()["detail"][0]["loc"] == ["body", "config", "align", "output_name"], r.text
+            assert "must be a plain folder name" in r.text
+        assert (sentinel / "keep").is_dir()
+        assert {p.name for p in Path(service.settings["storage_path"]).iterdir()} == before  # nothing recorded
         r = c.get("/v1/jobs/nope")
         assert r.status_code == 404 and "no job 'nope'" in r.json()["detail"]
         r = c.get("/v1/jobs", params={"limit": 10_000})
