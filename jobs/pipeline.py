@@ -4,7 +4,9 @@
     presafe run jobs/configs/quickstart.yaml [key=value ...]
 
 decide -> classifier (when signals.train is set) -> signals -> targets -> align
--> align_lambda0 (when align.ablation) -> evaluate (when evaluate.enabled) -> report.
+-> align_lambda0 (when align.ablation; more align_* stages for `seeds` and align.sweep,
+see jobs.variants) -> evaluate (generation, when evaluate.enabled) -> judge (every judge
+on every sample) -> report.
 
 Each stage writes its artifact atomically under `<storage_path>/jobs/<job_id>/`, then a
 completion record `stages/<stage>.json`. A rerun skips every stage whose record and
@@ -93,26 +95,26 @@ def _align(cfg):
     return run_align(cfg)
 
 
-def ablation_config(cfg: PipelineConfig) -> PipelineConfig:
-    """The λ = 0 ablation: the same data, steps and seed, no auxiliary loss."""
-    from jobs.config import from_dict
+def _align_variant(variant):
+    def run(cfg):
+        from jobs.align.train import run_align
+        from jobs.variants import variant_config
 
-    data = to_dict(cfg)
-    data["align"]["aux"]["weight"] = 0.0
-    data["align"]["output_name"] = f"{cfg.align.output_name}_lambda0"
-    return from_dict(PipelineConfig, data, source="ablation")
+        return run_align(variant_config(cfg, variant))
 
-
-def _align_lambda0(cfg):
-    from jobs.align.train import run_align
-
-    return run_align(ablation_config(cfg))
+    return run
 
 
 def _evaluate(cfg):
     from jobs.stages.evaluate import run_evaluate
 
     return run_evaluate(cfg)
+
+
+def _judge(cfg):
+    from jobs.stages.judge import run_judge
+
+    return run_judge(cfg)
 
 
 def _report(cfg):
@@ -124,22 +126,31 @@ def _report(cfg):
 _BASE = ("model", "dtype", "template", "prompts", "decide")
 
 
+# What the evaluation's generation reads of the evaluate section: everything but the judges.
+_EVAL_GENERATION = tuple(f"evaluate.{k}" for k in ("enabled", "harmful", "benign", "reasoning", "limit_per_set",
+                                                   "cot_off", "decodings", "max_new_tokens", "batch_size", "probes"))
+# An adapter depends on the align section except the sweep (which only adds variants).
+_ALIGN = tuple(f"align.{k}" for k in ("lora", "aux", "train", "scale", "merge", "output_name"))
+
+
 def plan(cfg: PipelineConfig) -> list[Stage]:
     """The stages this config runs, in order."""
-    a = cfg.align.output_name
+    from jobs.variants import align_variants
+
     stages = [Stage("decide", "decisions.jsonl", _decide, _BASE, ("model", "prompts"))]
     if cfg.signals.train is not None:
         stages.append(Stage("classifier", "classifier", _classifier, ("signals.train",), ("classifier_data",)))
     stages += [
         Stage("signals", "signals.jsonl", _signals, _BASE + ("signals",)),
         Stage("targets", "targets.jsonl", _targets, _BASE + ("signals", "targets")),
-        Stage("align", a, _align, _BASE + ("signals", "targets", "align")),
     ]
-    if cfg.align.ablation:
-        stages.append(Stage("align_lambda0", f"{a}_lambda0", _align_lambda0, _BASE + ("signals", "targets", "align")))
+    stages += [Stage(v.stage, v.folder, _align_variant(v), _BASE + ("signals", "targets") + _ALIGN)
+               for v in align_variants(cfg)]
     if cfg.evaluate.enabled:
-        stages.append(Stage("evaluate", "evaluation.json", _evaluate, _BASE + ("signals", "targets", "align", "evaluate"),
+        upstream = _BASE + ("signals", "targets") + _ALIGN + ("align.ablation", "align.sweep", "seeds")
+        stages.append(Stage("evaluate", "evaluation/samples.json", _evaluate, upstream + _EVAL_GENERATION,
                             ("model", "evaluate")))
+        stages.append(Stage("judge", "evaluation.json", _judge, ("evaluate.judges", "evaluate.headline")))
     stages.append(Stage("report", "report.json", _report, ()))
     return stages
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from jobs.classifier.config import ClassifierJobConfig
 from jobs.config import check
 from jobs.data.readers import DataSource
+from jobs.evaluation.judges import SIGNALS, JudgeConfig, default_headline
 from jobs.generation import GenerationConfig
 from jobs.scale import ScaleConfig
 from jobs.templates import TemplateConfig
@@ -170,6 +171,46 @@ class AlignTrainSettings:
         check(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
 
 
+SWEEP_DEPTHS = {"early": 0.25, "middle": 0.5, "late": 0.75}
+
+
+@dataclass
+class SweepConfig:
+    """An ablation sweep over the auxiliary loss: every combination of the non-empty lists
+    is trained (as group `sweep_<point>`) on the same decisions, signals and targets, and
+    evaluated beside the other variants. Empty lists keep `align.aux`'s value."""
+
+    weight: list[float] = field(default_factory=list)
+    """lambda values, e.g. [0, 0.05, 0.2, 0.5]."""
+    layers: list[str] = field(default_factory=list)
+    """Hidden-state layers read at t*: early | middle | late (1/4, 1/2, 3/4 of the depth) or
+    explicit layer numbers, e.g. "12" or "10,14" (their mean feeds the head)."""
+    pooling: list[str] = field(default_factory=list)
+    """t_star | prompt_mean."""
+    target: list[str] = field(default_factory=list)
+    """soft | hard."""
+
+    def validate(self) -> None:
+        check(all(w >= 0 for w in self.weight), "weight", f"lambda values must be >= 0, got {self.weight}")
+        for spec in self.layers:
+            check(spec in SWEEP_DEPTHS or bool(re.fullmatch(r"-?\d+(,-?\d+)*", spec.replace(" ", ""))), "layers",
+                  f"{spec!r}: use early, middle, late or layer numbers like '12' or '10,14'")
+            check(spec in SWEEP_DEPTHS or all(int(x) != 0 for x in spec.split(",")), "layers",
+                  f"{spec!r}: layer 0 is the embeddings; use 1..L or -1..-L")
+        check(all(p in ("t_star", "prompt_mean") for p in self.pooling), "pooling", "values must be t_star or prompt_mean")
+        check(all(t in ("soft", "hard") for t in self.target), "target", "values must be soft or hard")
+        for key in ("weight", "layers", "pooling", "target"):
+            values = getattr(self, key)
+            check(len(set(map(str, values))) == len(values), key, f"values must be unique, got {values}")
+
+    def points(self) -> list[dict]:
+        """One dict of aux settings per sweep point (cartesian product), in config order."""
+        import itertools
+
+        axes = [(k, getattr(self, k)) for k in ("weight", "layers", "pooling", "target") if getattr(self, k)]
+        return [dict(zip([k for k, _ in axes], combo)) for combo in itertools.product(*[v for _, v in axes])] if axes else []
+
+
 @dataclass
 class AlignConfig:
     """Stage 4: LoRA + the auxiliary loss, under Ray Train (+ DeepSpeed)."""
@@ -187,6 +228,9 @@ class AlignConfig:
     ablation: bool = False
     """Pipeline: also train the λ = 0 ablation (plain SFT, same data and steps) into
     `<output_name>_lambda0/` so evaluation can compare the two."""
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    """Pipeline: an ablation sweep (lambda, layers, pooling, signal), each point trained into
+    `<output_name>_sweep_<point>/` (see jobs.variants)."""
 
     def validate(self) -> None:
         check(bool(PLAIN_NAME.fullmatch(self.output_name)), "output_name",
@@ -247,6 +291,16 @@ class EvaluateConfig:
     max_new_tokens: int = 512
     batch_size: int = 16
     probes: ProbeSettings = field(default_factory=ProbeSettings)
+    judges: list[JudgeConfig] = field(default_factory=lambda: [
+        JudgeConfig(kind="string_match"), JudgeConfig(kind="classifier", path=SIGNALS)])
+    """Who decides refuse/comply, each on every final answer and, separately, every chain
+    of thought (stage `judge`; `presafe judge JOB` re-judges without generating). The
+    default pairs the refusal-phrase list with the job's signal classifier; add an
+    independent classifier (jobs/configs/classifier_xstest.yaml) or a guard model
+    (jobs/configs/judges/) for results a reviewer accepts."""
+    headline: str = ""
+    """The judge whose numbers lead the report (its name); default: the first judge that
+    is not the job's signal classifier."""
 
     def validate(self) -> None:
         check(not self.enabled or bool(self.harmful or self.benign or self.reasoning), "harmful",
@@ -259,6 +313,13 @@ class EvaluateConfig:
         check(not unknown, "cot_off", f"unknown decoding(s) {unknown}; defined: {names}")
         check(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
         check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(bool(self.judges), "judges", "give at least one judge (string_match needs nothing)")
+        labels = [j.label for j in self.judges]
+        check(len(set(labels)) == len(labels), "judges", f"judge names must be unique, got {labels}: set `name`")
+        check(not self.headline or self.headline in labels, "headline", f"{self.headline!r} is not a judge; judges: {labels}")
+
+    def headline_judge(self) -> str:
+        return self.headline or default_headline(self.judges)
 
 
 @dataclass
@@ -284,6 +345,11 @@ class PipelineConfig:
     targets: TargetsConfig = field(default_factory=TargetsConfig)
     align: AlignConfig = field(default_factory=AlignConfig)
     evaluate: EvaluateConfig = field(default_factory=lambda: EvaluateConfig(enabled=False))
+    seeds: list[int] = field(default_factory=list)
+    """Train and evaluate every aligned variant once per seed (the align seed, and an
+    offset of the sampling seeds); the report gives per-seed values, pooled rates with
+    intervals and paired tests. Empty = one run with align.train.seed (folders without a
+    seed suffix)."""
 
     @property
     def job_dir(self) -> str:
@@ -298,3 +364,6 @@ class PipelineConfig:
         check(bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", self.job_id)), "job_id",
               f"must be 1-128 letters, digits, '.', '_' or '-' (not starting with a symbol), got {self.job_id!r}")
         check(self.dtype in DTYPES, "dtype", f"must be one of {list(DTYPES)}")
+        check(len(set(self.seeds)) == len(self.seeds) and all(0 <= x < 2**31 for x in self.seeds), "seeds",
+              f"must be unique integers in [0, 2^31), got {self.seeds}")
+        check(len(self.seeds) <= 16, "seeds", f"at most 16 seeds, got {len(self.seeds)}")

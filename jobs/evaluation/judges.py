@@ -80,6 +80,10 @@ class JudgeConfig:
         check(self.max_new_tokens >= 0, "max_new_tokens", "must be >= 0")
 
     @property
+    def is_signal_classifier(self) -> bool:
+        return self.kind == "classifier" and self.path == SIGNALS
+
+    @property
     def label(self) -> str:
         if self.name:
             return self.name
@@ -88,6 +92,12 @@ class JudgeConfig:
         if self.kind == "guard_model":
             return self.preset
         return self.kind
+
+
+def default_headline(judges: list[JudgeConfig]) -> str:
+    """The judge that leads a report: the first that is not the job's signal classifier."""
+    independent = [j.label for j in judges if not j.is_signal_classifier]
+    return (independent or [judges[0].label])[0]
 
 
 class Verdict(NamedTuple):
