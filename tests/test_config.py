@@ -104,7 +104,8 @@ def test_every_shipped_pipeline_config_loads_and_fits_its_model():
     from jobs.pipeline_config import PipelineConfig
 
     configs = [p for p in sorted((Path(__file__).resolve().parents[1] / "jobs" / "configs").rglob("*.yaml"))
-               if not p.name.startswith("classifier")]
+               # judges/ holds JudgeConfig files (tests/test_guards.py loads those)
+               if not p.name.startswith("classifier") and p.parent.name != "judges"]
     assert {"quickstart.yaml", "smoke.yaml", "r1_distill_qwen_7b.yaml", "r1_distill_llama_8b.yaml",
             "qwen3_8b.yaml"} <= {p.name for p in configs}
     for path in configs:
