@@ -6,6 +6,8 @@
     presafe classifier predict --model DIR --prompt "..." [--response "..."]
     presafe stage decide|signals|targets|align|evaluate|report --config jobs/configs/smoke.yaml [key=value ...]
     presafe run jobs/configs/quickstart.yaml [key=value ...]     (the whole pipeline, resumable)
+    presafe judge runs/jobs/quickstart --judge string_match --judge classifier=runs/judges/xstest_classifier
+                  [--judge jobs/configs/judges/llama_guard_3_8b.yaml] [--headline NAME]   (re-judge, no generation)
     presafe demo-model build [--force]
 
 With a presafe service (see clients/service_commands.py; `--url` / `--token`, else
@@ -63,13 +65,22 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("config", help="pipeline YAML (see jobs/configs/)")
     run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. job_id=try2 align.aux.weight=0.5")
 
+    jd = sub.add_parser("judge", help="judge a finished job's evaluation samples again with other judges "
+                                      "(nothing is generated); rewrites evaluation.json and the report")
+    jd.add_argument("job", help="the job folder (<storage_path>/jobs/<job_id>)")
+    jd.add_argument("--judge", action="append", required=True, metavar="SPEC",
+                    help="string_match | signals (the job's signal classifier) | classifier=DIR | a judge YAML "
+                         "(jobs/configs/judges/*.yaml); repeat for several")
+    jd.add_argument("--headline", default=None, help="the judge that leads the report (default: the first that is "
+                                                     "not the signal classifier)")
+
     demo = sub.add_parser("demo-model", help="the demo reasoning model (a simulation)").add_subparsers(
         dest="action", required=True)
     build = demo.add_parser("build", help="build it once into $PRESAFE_HOME (about 7 minutes on 2 CPU cores)")
     build.add_argument("--force", action="store_true", help="rebuild even if it is already built")
 
     stage = sub.add_parser("stage", help="run one stage of the method by hand")
-    stage.add_argument("name", choices=["decide", "signals", "targets", "align", "evaluate", "report"])
+    stage.add_argument("name", choices=["decide", "signals", "targets", "align", "evaluate", "judge", "report"])
     stage.add_argument("--config", required=True, help="pipeline YAML (see jobs/configs/)")
     stage.add_argument("overrides", nargs="*", help="key=value overrides, e.g. align.aux.weight=0")
 
@@ -88,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
             return _stage(args)
         if args.command == "run":
             return _run(args)
+        if args.command == "judge":
+            return _judge(args)
         if args.command == "demo-model":
             return _demo_build(args)
         if args.command == "classifier":
@@ -108,6 +121,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("presafe: interrupted", file=sys.stderr)
         return 130
+    return 0
+
+
+def _judge(args) -> int:
+    from jobs.report import write_report
+    from jobs.stages.judge import judge_spec, load_job_config, run_judge
+
+    cfg = load_job_config(args.job)
+    configs = [judge_spec(s) for s in args.judge]
+    out = run_judge(cfg, configs, args.headline)
+    print(f"evaluation: {out}\nreport: {write_report(cfg).with_name('report.md')}")
     return 0
 
 
@@ -148,6 +172,8 @@ def _stage(args) -> int:
         preflight_cluster(cfg, args.config, include_classifier=False)
     elif args.name == "evaluate":
         from jobs.stages.evaluate import run_evaluate as run
+    elif args.name == "judge":
+        from jobs.stages.judge import run_judge as run
     else:
         from jobs.report import write_report as run
     out = run(cfg)

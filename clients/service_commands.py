@@ -347,11 +347,15 @@ def _report(args) -> int:
         print(f"report: {job_dir.rstrip('/')}/report.md")
     if r.get("model"):
         print(f"model: {r['model']}" + ("  (SIMULATION)" if r.get("simulation") else ""))
-    variants = ((r.get("evaluation") or {}).get("variants") or {})
-    rows = [["MODEL", "RUN", "ASR", "OVER-REFUSAL", "ACCURACY"]]
-    for name, entry in variants.items():
+    ev = r.get("evaluation") or {}
+    for warning in ev.get("warnings", []):
+        print(warning)
+    if ev.get("headline"):
+        print(f"judge: {ev['headline']} (every judge, intervals and paired tests: the markdown report)")
+    rows = [["MODEL", "RUN", "ASR", "COT-ASR", "OVER-REFUSAL", "ACCURACY"]]
+    for name, entry in (ev.get("variants") or {}).items():
         for run, m in (entry.get("runs") or {}).items():
-            rows.append([name, run] + [_pct(m.get(k)) for k in ("asr", "over_refusal", "accuracy")])
+            rows.append([name, run] + [_pct(m.get(k)) for k in ("asr", "cot_asr", "over_refusal", "accuracy")])
     if len(rows) > 1:
         print(_table(rows))
     if rep.markdown_url:

@@ -93,8 +93,9 @@ def plot_metrics(evaluation: dict, path: Path, aux_weight: float) -> Path | None
                      for k, _ in metrics]
             vals = [c["rate"] if c and c.get("rate") is not None else None for c in cells]
             xs = [j + (i - (len(groups) - 1) / 2) * width for j in range(len(metrics))]
-            lo = [v - c["lo"] if v is not None else 0 for v, c in zip(vals, cells)]
-            hi = [c["hi"] - v if v is not None else 0 for v, c in zip(vals, cells)]
+            # max(0, ...): at k = 0 or k = n the interval's edge equals the rate up to rounding
+            lo = [max(0.0, v - c["lo"]) if v is not None else 0 for v, c in zip(vals, cells)]
+            hi = [max(0.0, c["hi"] - v) if v is not None else 0 for v, c in zip(vals, cells)]
             bars = ax.bar(xs, [0 if v is None else v for v in vals], width, color=MODEL_COLORS.get(name),
                           yerr=[lo, hi], capsize=2, error_kw={"lw": 0.8}, label=_group_label(name, aux_weight))
             for bar, v, c in zip(bars, vals, cells):
@@ -137,8 +138,8 @@ def plot_sweep(evaluation: dict, path: Path) -> Path | None:
         cells = [groups[g]["runs"].get(run, {}).get("judges", {}).get(head, {}).get(metric) for g in names]
         xs = [i + (k - 0.5) * 0.35 for i in range(len(names))]
         vals = [c["rate"] if c and c.get("rate") is not None else 0 for c in cells]
-        err = [[v - (c["lo"] if c and c.get("lo") is not None else v) for v, c in zip(vals, cells)],
-               [(c["hi"] if c and c.get("hi") is not None else v) - v for v, c in zip(vals, cells)]]
+        err = [[max(0.0, v - (c["lo"] if c and c.get("lo") is not None else v)) for v, c in zip(vals, cells)],
+               [max(0.0, (c["hi"] if c and c.get("hi") is not None else v) - v) for v, c in zip(vals, cells)]]
         ax.bar(xs, vals, 0.35, yerr=err, capsize=2, color=color, label=metric.replace("_", "-"))
     ax.set_xticks(range(len(names)), [n.replace("sweep_", "") for n in names], rotation=30, ha="right", fontsize=7)
     ax.set_ylim(0, 1.1)

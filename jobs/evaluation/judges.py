@@ -60,20 +60,27 @@ class JudgeConfig:
     """classifier: a folder written by `presafe classifier train`, or `signals` (the job's
     signal classifier); guard_model: a hub id or local folder of the guard model."""
     preset: str = ""
-    """guard_model: the prompt format and verdict parser (llama_guard_3 | wildguard |
-    harmbench_llama2; see jobs.evaluation.guards.PRESETS)."""
+    """guard_model: the prompt format and verdict parser (llama_guard_3 | llama_guard_3_1b |
+    wildguard | wildguard_harm | harmbench_llama2; see jobs.evaluation.guards.PRESETS)."""
     batch_size: int = 16
     max_new_tokens: int = 0
     """guard_model: tokens to generate for the verdict; 0 = the preset's."""
     dtype: str = ""
     """guard_model: weights dtype; empty = the job's."""
+    max_response_tokens: int = 512
+    """guard_model: each judged text is cut to its first N guard tokens (0 = never), so the
+    guard's prompt fits its context; 512 is HarmBench's own clip."""
 
     def validate(self) -> None:
         check(self.kind in KINDS, "kind", f"must be one of {list(KINDS)}, got {self.kind!r}")
         check(self.kind == "string_match" or bool(self.path.strip()), "path",
               f"a {self.kind} judge needs a path (a classifier folder, `signals`, or a guard model)")
-        check(self.kind != "guard_model" or bool(self.preset), "preset",
-              "a guard_model judge needs a preset (llama_guard_3, wildguard or harmbench_llama2)")
+        if self.kind == "guard_model":
+            from jobs.evaluation.guards import PRESETS
+
+            check(self.preset in PRESETS, "preset", f"a guard_model judge needs a preset, one of {sorted(PRESETS)}; "
+                  f"got {self.preset!r}")
+        check(self.max_response_tokens >= 0, "max_response_tokens", "must be >= 0")
         check(not self.name or bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", self.name)), "name",
               f"must be 1-64 letters, digits, '.', '_' or '-', got {self.name!r}")
         check(self.batch_size >= 1, "batch_size", "must be >= 1")

@@ -58,8 +58,40 @@ def build_judges(cfg: PipelineConfig, configs: list[JudgeConfig]) -> list[Judge]
         else:
             from jobs.evaluation.guards import GuardJudge
 
-            out.append(GuardJudge(jc, dtype=cfg.dtype))
+            out.append(GuardJudge(jc, dtype=cfg.dtype, max_response_tokens=jc.max_response_tokens))
     return out
+
+
+def judge_spec(spec: str) -> JudgeConfig:
+    """A judge named on the command line: string_match | signals | classifier=DIR | a judge
+    YAML file (jobs/configs/judges/)."""
+    from jobs.config import from_dict, load_config
+    from jobs.errors import ConfigError
+
+    if spec in ("string_match", SIGNALS):
+        return from_dict(JudgeConfig, {"kind": "string_match"} if spec == "string_match" else
+                         {"kind": "classifier", "path": SIGNALS})
+    if spec.startswith("classifier="):
+        path = spec.split("=", 1)[1]
+        if not Path(path, "meta.json").is_file():
+            raise ConfigError(f"--judge {spec}: {path} is not a presafe classifier folder (no meta.json)")
+        return from_dict(JudgeConfig, {"kind": "classifier", "path": path, "name": Path(path).name})
+    if spec.endswith((".yaml", ".yml")):
+        return load_config(JudgeConfig, spec)
+    raise ConfigError(f"--judge {spec!r}: use string_match, signals, classifier=DIR or a judge YAML file")
+
+
+def load_job_config(job_dir: str | Path) -> PipelineConfig:
+    """The config a job folder last ran with (its config.json), pointed at that folder."""
+    from jobs.config import from_dict
+
+    job = Path(job_dir)
+    record = job / "config.json"
+    if not record.is_file():
+        raise DataError(f"{job}: not a presafe job folder (no config.json)")
+    data = json.loads(record.read_text())
+    data.update(storage_path=str(job.resolve().parent.parent), job_id=job.resolve().name)
+    return from_dict(PipelineConfig, data, source=str(record))
 
 
 def judge_rows(rows: list[dict], judges: list[Judge]) -> None:
