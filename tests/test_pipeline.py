@@ -2,6 +2,7 @@
 failures, and the events log."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -32,12 +33,12 @@ def test_smoke_pipeline_end_to_end_then_resume(home, capsys):
     storage = home / "store"
     assert main(["--config", SMOKE, f"storage_path={storage}"]) == 0
     job = storage / "jobs" / "smoke"
-    planned = ["decide", "classifier", "signals", "targets", "align", "align_lambda0", "evaluate", "report"]
+    planned = ["decide", "classifier", "signals", "targets", "align", "align_lambda0", "evaluate", "judge", "report"]
     assert stage_events(job, "stage_end") == planned
     events = read_events(job / "events.jsonl")
     assert events[0]["event"] == "job_start" and events[-1] == {**events[-1], "event": "job_end", "status": "SUCCEEDED"}
     assert any(e["event"] == "progress" and e["stage"].startswith("align:") for e in events)
-    assert any(e["event"] == "metrics" and e["stage"] == "evaluate" for e in events)
+    assert any(e["event"] == "metrics" and e["stage"] == "judge" for e in events)
 
     # Every artifact is there and complete.
     for name in ("decisions.jsonl", "signals.jsonl", "targets.jsonl", "evaluation.json", "report.json", "report.md",
@@ -70,8 +71,11 @@ def test_smoke_pipeline_end_to_end_then_resume(home, capsys):
         rows = [json.loads(line) for line in (job / "evaluation" / name / "cot_on-sampled.jsonl").open()]
         assert sorted({r["sample"] for r in rows}) == [0, 1]
         harmful = [r for r in rows if r["set"] == "harmful"]
-        asr = sum(r["decision"] == "comply" for r in harmful) / len(harmful)
-        assert entry["runs"]["cot_on/sampled"]["asr"] == pytest.approx(asr)
+        asr = sum(r["judges"]["string_match"]["answer"] == "comply" for r in harmful) / len(harmful)
+        assert ev["headline"] == "string_match" and entry["runs"]["cot_on/sampled"]["asr"] == pytest.approx(asr)
+        judged = entry["runs"]["cot_on/sampled"]["judges"]
+        assert set(judged) == {"string_match", "signal_classifier"}
+        assert judged["string_match"]["asr"]["n"] == 12 and 0 <= judged["string_match"]["asr"]["lo"] <= asr
     report = json.loads((job / "report.json").read_text())
     assert report["simulation"] is False and set(report["adapters"]) == {"aligned", "lambda0"}
     assert "| aligned | cot_on/greedy |" in (job / "report.md").read_text()
@@ -83,11 +87,63 @@ def test_smoke_pipeline_end_to_end_then_resume(home, capsys):
     assert stage_events(job, "stage_skip")[-len(planned):] == planned
     assert (job / "targets.jsonl").stat().st_mtime_ns == before
 
-    # Changing an evaluation setting redoes only evaluate and report.
+    # Changing an evaluation setting redoes only evaluate, judge and report.
     n_end = len(stage_events(job, "stage_end"))
     assert main(["--config", SMOKE, f"storage_path={storage}", "evaluate.limit_per_set=3"]) == 0
-    assert stage_events(job, "stage_end")[n_end:] == ["evaluate", "report"]
+    assert stage_events(job, "stage_end")[n_end:] == ["evaluate", "judge", "report"]
     assert json.loads((job / "evaluation.json").read_text())["sets"]["harmful"] == 3
+
+    # Changing only the judges re-judges the same samples: nothing is generated again.
+    n_end = len(stage_events(job, "stage_end"))
+    generated = (job / "stages" / "evaluate.json").read_text()
+    outputs = [json.loads(x)["output"] for x in (job / "evaluation" / "base" / "cot_on-greedy.jsonl").open()]
+    only_signals = 'evaluate.judges=[{"kind": "classifier", "path": "signals"}]'
+    assert main(["--config", SMOKE, f"storage_path={storage}", "evaluate.limit_per_set=3", only_signals]) == 0
+    assert stage_events(job, "stage_end")[n_end:] == ["judge", "report"]
+    assert (job / "stages" / "evaluate.json").read_text() == generated
+    assert [json.loads(x)["output"] for x in (job / "evaluation" / "base" / "cot_on-greedy.jsonl").open()] == outputs
+    ev = json.loads((job / "evaluation.json").read_text())
+    assert [j["name"] for j in ev["judges"]] == ["signal_classifier"] and ev["warnings"][0].startswith("WARNING")
+    assert (job / "report.md").read_text().split("\n")[2].startswith("> **WARNING:** the only judge is the classifier")
+
+
+@pytest.mark.slow
+def test_seeds_and_sweep_share_decisions_signals_targets_and_pool_per_seed(home):
+    """Two seeds x (aligned, λ = 0, one sweep point): six adapters from one decide /
+    signals / targets run; per-seed and pooled rates; the paired test against λ = 0."""
+    storage = home / "store"
+    args = ["--config", SMOKE, f"storage_path={storage}", "seeds=[0, 1]", "align.sweep.weight=[0.5]",
+            "align.train.max_steps=2", "evaluate.limit_per_set=3", "evaluate.cot_off=[]", "evaluate.probes.enabled=false",
+            'evaluate.decodings=[{"name": "greedy"}, {"name": "sampled", "temperature": 1.0, "samples": 1}]']
+    assert main(args) == 0
+    job = storage / "jobs" / "smoke"
+    ends = stage_events(job, "stage_end")
+    assert ends.count("decide") == ends.count("signals") == ends.count("targets") == 1
+    aligns = [s for s in ends if s.startswith("align")]
+    assert aligns == ["align_s0", "align_lambda0_s0", "align_sweep_w0.5_s0", "align_s1", "align_lambda0_s1",
+                      "align_sweep_w0.5_s1"]
+    metas = {s: json.loads((job / f"adapter{s[5:]}" / "meta.json").read_text()) for s in aligns}
+    assert metas["align_s1"]["config"]["align"]["train"]["seed"] == 1 and metas["align_sweep_w0.5_s0"]["aux_weight"] == 0.5
+    ev = json.loads((job / "evaluation.json").read_text())
+    assert set(ev["variants"]) == {"base", "aligned@s0", "lambda0@s0", "sweep_w0.5@s0", "aligned@s1", "lambda0@s1",
+                                   "sweep_w0.5@s1"}
+    # Paired variants are sampled with the same seeds; another seed samples with others.
+    seeds = lambda v, r: {json.loads(x)["seed"] for x in (job / "evaluation" / v / f"{r}.jsonl").open()}  # noqa: E731
+    assert seeds("aligned@s1", "cot_on-sampled") == seeds("lambda0@s1", "cot_on-sampled") == seeds(
+        "sweep_w0.5@s1", "cot_on-sampled") != seeds("aligned@s0", "cot_on-sampled")
+    assert seeds("aligned@s1", "cot_on-greedy") == seeds("aligned@s0", "cot_on-greedy")
+    g = ev["groups"]["aligned"]["runs"]["cot_on/sampled"]["judges"]["string_match"]["asr"]
+    per = [ev["variants"][f"aligned@s{s}"]["runs"]["cot_on/sampled"]["judges"]["string_match"]["asr"] for s in (0, 1)]
+    assert g["n"] == per[0]["n"] + per[1]["n"] == 6 and g["k"] == per[0]["k"] + per[1]["k"]
+    assert g["per_seed"] == [p["rate"] for p in per] and g["lo"] <= g["rate"] <= g["hi"]
+    tests = {(c["a"], c["run"], c["metric"]): c for c in ev["comparisons"]}
+    asr = tests[("aligned", "cot_on/greedy", "asr")]
+    assert asr["pairs"] == 6 and asr["b_rate"] == pytest.approx(
+        ev["groups"]["lambda0"]["runs"]["cot_on/greedy"]["judges"]["string_match"]["asr"]["rate"])
+    assert 0 < asr["p_value"] <= 1 and ("sweep_w0.5", "cot_on/greedy", "asr") in tests
+    md = (job / "report.md").read_text()
+    assert "### Per seed" in md and "### Ablation sweep" in md and "### Paired tests" in md
+    assert (job / "sweep.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.slow
@@ -97,7 +153,8 @@ def test_failed_stage_names_itself_leaves_nothing_complete_and_resumes(home, cap
     # 18 targets cannot fill one batch of 64: the align stage stops with a DataError.
     assert main(args + ["align.train.batch_size=64"]) == 1
     err = capsys.readouterr().err
-    assert "stage align failed: DataError: 18 usable targets are fewer than one batch" in err
+    # (the count depends on the tiny random model's outputs: at most the 18 smoke prompts)
+    assert re.search(r"stage align failed: DataError: 1?\d usable targets are fewer than one batch", err), err
     assert "Traceback" not in err
     job = storage / "jobs" / "smoke"
     assert not (job / "adapter").exists() and not (job / "stages" / "align.json").exists()

@@ -103,7 +103,7 @@ def generate_run(cfg: PipelineConfig, engine, sets: dict[str, list[PromptRecord]
             thinking = (parts.thinking if parts.closed else text.strip()) if cot else ""
             row = {
                 "set": kind, "source": r.source, "id": r.id, "prompt": r.prompt, "reference": r.reference,
-                "sample": k, "output": text, "thinking": thinking, "answer": answer,
+                "sample": k, "seed": gen.seed, "output": text, "thinking": thinking, "answer": answer,
                 "closed": parts.closed if cot else True,
                 "answer_tokens": len(tok(answer, add_special_tokens=False)["input_ids"]),
                 "thinking_tokens": len(tok(parts.thinking, add_special_tokens=False)["input_ids"]) if cot else 0,
