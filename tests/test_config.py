@@ -115,6 +115,9 @@ def test_every_shipped_pipeline_config_loads_and_fits_its_model():
             assert cfg.dtype == "bfloat16" and cfg.align.scale.use_gpu and cfg.align.scale.zero_stage == 3
             assert cfg.align.train.gradient_checkpointing and cfg.align.ablation and cfg.evaluate.enabled
             assert not cfg.model.startswith("embedded:")
+            # never judged only by the classifier that made the training signals
+            assert cfg.evaluate.headline_judge() == "llama_guard_3_8b"
+            assert not any(j.is_signal_classifier for j in cfg.evaluate.judges)
         if cfg.model.startswith("embedded:"):
             from jobs.align.model import check_against_model
 
@@ -125,6 +128,8 @@ def test_every_shipped_pipeline_config_loads_and_fits_its_model():
 def test_align_output_name_must_be_a_plain_name(name):
     from jobs.pipeline_config import PipelineConfig
 
+    prompts = {"harmful": [{"path": "builtin:demo-harmful-train", "format": "builtin"}]}
     with pytest.raises(ConfigError, match="align.output_name: must be a plain folder name"):
-        from_dict(PipelineConfig, {"align": {"output_name": name}})
-    assert from_dict(PipelineConfig, {"align": {"output_name": "adapter_v2.1"}}).align.output_name == "adapter_v2.1"
+        from_dict(PipelineConfig, {"prompts": prompts, "align": {"output_name": name}})
+    ok = from_dict(PipelineConfig, {"prompts": prompts, "align": {"output_name": "adapter_v2.1"}})
+    assert ok.align.output_name == "adapter_v2.1"
