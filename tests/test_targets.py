@@ -130,7 +130,7 @@ def test_reference_rationale_in_the_model_format_and_scored_boxed(tiny_lm, tmp_p
     targets, summary = run(job(tmp_path, tiny_lm, rows), CannedEngine(tiny_lm, self_answer))
     completion = targets["g"]["completion"]
     assert "<<" not in completion and "####" not in completion and summary["reference"] == 1
-    thinking, answer = completion.split("</think>")
+    _, answer = completion.split("</think>")
     assert answer.strip() == "The final answer is \\boxed{72}."
     assert math_correct(answer, "72") and gsm8k_correct(answer, "72") and not math_correct(answer, "24")
 

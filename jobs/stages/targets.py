@@ -42,9 +42,10 @@ log = logging.getLogger(__name__)
 
 TARGETS = "targets.jsonl"
 TARGETS_SUMMARY = "targets_summary.json"
-COUNTS = ("safe_refusal", "rewritten_refusal", "reference", "self", "harmful_comply_rewritten",
-          "harmful_comply_dropped", "benign_refuse_rewritten", "benign_refuse_kept", "dropped_too_long",
-          "dropped_unclosed", "dropped_no_reference", "dropped_wrong_answer", "refusal_thinking_generated", "refusal_thinking_fallback")
+COUNTS = ("safe_refusal", "rewritten_refusal", "reference", "self",
+          "harmful_comply_rewritten", "harmful_comply_dropped", "benign_refuse_rewritten", "benign_refuse_kept",
+          "dropped_too_long", "dropped_unclosed", "dropped_no_reference", "dropped_wrong_answer",
+          "refusal_thinking_generated", "refusal_thinking_fallback")
 
 _CALCULATOR = re.compile(r"<<[^<>]*>>")
 _FINAL_LINE = re.compile(r"^\s*####.*$", re.MULTILINE)
