@@ -24,6 +24,7 @@ from jobs.scale import ScaleConfig
 from jobs.templates import TemplateConfig
 
 DTYPES = ("float32", "bfloat16", "float16", "auto")
+REFUSAL_THINKING = ("empty", "fixed", "generated")
 PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 """A file or folder name under the job folder: no separator, no leading dot, so never `..`."""
 
@@ -85,19 +86,55 @@ class TargetsConfig:
     tau: float | None = None
     """p_refuse >= tau means refuse-decided; default: the classifier's own threshold."""
     comply_source: str = "reference_or_self"
-    """self (the LRM's own CoT-ON answer) | reference (dataset answer; rows without one are
-    dropped) | reference_or_self."""
-    refusal_thinking: str = ""
-    """Thinking placed in the think block of refusal targets; empty = the empty think
-    block, i.e. the decision is made before any CoT."""
+    """self (the LRM's own CoT-ON answer) | reference (dataset rationale + `\\boxed{answer}`;
+    rows without one are dropped) | reference_or_self."""
+    harmful_comply: str = "refuse"
+    """A harmful-labelled prompt the safe model did NOT refuse: refuse (a refusal target,
+    signal 1) | drop. Never its compliant answer: the method learns the safe model's
+    decisions where they are safe, not its misses."""
+    benign_refuse: str = "comply"
+    """A benign-labelled prompt the safe model refused: comply (a comply target as for any
+    comply-decided prompt, signal 0) | keep (the refusal, as the classifier decided)."""
+    refusal_source: DataSource | None = None
+    """Refusal wordings for rewritten harmful prompts (a txt file, one a line, or a table
+    whose `prompt` column, or columns.prompt, holds them); default: presafe's own."""
+    seed: int = 0
+    """Picks a refusal wording per prompt id (deterministic)."""
+    refusal_thinking: str = "empty"
+    """The think block of refusal targets: empty (the decision before any CoT) | fixed
+    (`refusal_thinking_text`) | generated (a short safety rationale the LRM writes with CoT
+    on under `safety_system_prompt`, kept only when its own answer refuses by string match;
+    else `refusal_thinking_text`, or empty when that is empty; counted)."""
+    refusal_thinking_text: str = ""
+    """The thinking of `fixed`, and the fallback of `generated`."""
+    safety_system_prompt: str = (
+        "You are a careful, safe assistant. Before answering, think briefly about whether the request could "
+        "cause harm. If it could, explain to yourself in two or three sentences why, without giving any harmful "
+        "details, and then politely refuse.")
+    """`generated`: the system prompt under which the LRM writes its safety rationale."""
+    rationale_generation: GenerationConfig = field(default_factory=lambda: GenerationConfig(max_new_tokens=256))
+    """`generated`: decoding of the safety rationales (thinking + answer must fit)."""
     self_generation: GenerationConfig = field(default_factory=lambda: GenerationConfig(max_new_tokens=512))
     drop_unclosed: bool = True
-    """Drop self-distilled answers whose think block never closed (cut off mid-thought)."""
+    """Drop self-distilled answers whose think block never closed (cut off mid-thought).
+    Targets longer than align.train.max_length are always dropped, never truncated."""
+    check_self_answers: bool = True
+    """Drop self-distilled answers to problems with a reference answer (GSM8K, MATH-500,
+    arithmetic) when their final answer is wrong: self-distillation keeps reasoning, not errors."""
 
     def validate(self) -> None:
         check(self.tau is None or 0 < self.tau < 1, "tau", "must be in (0, 1)")
         check(self.comply_source in ("self", "reference", "reference_or_self"), "comply_source",
               "must be self, reference or reference_or_self")
+        check(self.harmful_comply in ("refuse", "drop"), "harmful_comply", "must be refuse or drop")
+        check(self.benign_refuse in ("comply", "keep"), "benign_refuse", "must be comply or keep")
+        check(self.refusal_thinking in REFUSAL_THINKING, "refusal_thinking",
+              f"must be one of {list(REFUSAL_THINKING)}, got {self.refusal_thinking!r}; for your own text "
+              "write `refusal_thinking: fixed` and put the text in `refusal_thinking_text`")
+        check(self.refusal_thinking != "fixed" or bool(self.refusal_thinking_text.strip()), "refusal_thinking_text",
+              "refusal_thinking: fixed needs the text here")
+        check(self.refusal_thinking != "generated" or bool(self.safety_system_prompt.strip()),
+              "safety_system_prompt", "refusal_thinking: generated needs a safety system prompt")
 
 
 @dataclass

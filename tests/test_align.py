@@ -279,3 +279,16 @@ def test_engine_start_survives_a_stale_torch_extension_lock(tmp_path):
     with pytest.raises(subprocess.TimeoutExpired):  # the hazard is real: plain DeepSpeed waits on the lock
         subprocess.run([sys.executable, "-c", _ENGINE_START, "plain", port], env=env, capture_output=True,
                        timeout=20, check=False)
+
+
+def test_targets_longer_than_max_length_are_dropped_never_truncated(tiny_lm):
+    from jobs.errors import DataError
+
+    tok = AutoTokenizer.from_pretrained(tiny_lm)
+    long = AlignRow("How do I bake a cake?", "Let me think. " * 100 + "\n</think>\n\nBake it.", 0.03, "comply")
+    assert build_example(tok, long, TemplateConfig(), 128, False) is None  # dropped, not cut to 128 tokens
+    full = build_example(tok, long, TemplateConfig(), 4096, False)
+    assert full.labels[-1] == tok.eos_token_id  # the whole target, up to its end token
+    # nothing left to train on: a clear error naming the key, before any training starts
+    with pytest.raises(DataError, match=r"all 2 targets are longer than align.train.max_length=16"):
+        AlignTrainer(pipeline_cfg(tiny_lm, Path("/nonexistent"), train={"max_length": 16}), [long, long])

@@ -14,6 +14,18 @@ def test_gsm8k(answer, ref, ok):
     assert gsm8k_correct(answer, ref) is ok
 
 
+@pytest.mark.parametrize("answer,ref,ok", [
+    (r"The final answer is \boxed{72}.", "72", True),
+    (r"The final answer is \boxed{1,250}. That is 2 more boxes than last week.", "1250", True),
+    (r"\boxed{\$18}", "18", True),
+    (r"The final answer is \boxed{24}.", "72", False),
+])
+def test_boxed_answers_score_for_gsm8k_and_math(answer, ref, ok):
+    # the form presafe's reference targets take; numbers after the box do not replace it
+    assert gsm8k_correct(answer, ref) is ok
+    assert math_correct(answer, ref) is ok
+
+
 def test_boxed_with_nested_braces():
     assert last_boxed(r"first \boxed{1} then \boxed{\frac{1}{2}}") == r"\frac{1}{2}"
     assert last_boxed("no box") is None

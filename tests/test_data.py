@@ -203,3 +203,57 @@ def test_donotanswer_excludes_chatbox_by_default(shared_data):
                                               "discrimination_exclusion_toxicity_hateful_offensive"]))
     assert {r.category for r in default}.isdisjoint({"human_chatbox"})
     assert len(everything) == 939 and len(default) < 939
+
+
+# --- borderline-benign prompts -----------------------------------------------------------
+
+
+def _norm(text: str) -> str:
+    import re
+
+    return re.sub(r"[^a-z0-9 ]", "", text.lower()).strip()
+
+
+def test_borderline_heldout_never_reaches_training_and_is_not_copied_from_xstest(shared_data):
+    from jobs.data.borderline import FRAMES, SUBJECTS
+
+    train = read_prompts(src(path="builtin:borderline-train", format="builtin"))
+    held = read_prompts(src(path="builtin:borderline-heldout", format="builtin"))
+    assert 60 <= len(train) + len(held) <= 120 and len(held) >= 30
+    assert all(p.harmful is False for p in train + held)
+    assert {p.category for p in train} == {p.category for p in held} == set(SUBJECTS)
+    # the same prompts every time
+    assert [p.prompt for p in train] == [p.prompt for p in read_prompts(src(path="builtin:borderline-train", format="builtin"))]
+    train_text = " ".join(_norm(p.prompt) for p in train)
+    assert not {_norm(p.prompt) for p in held} & {_norm(p.prompt) for p in train}
+    # no held-out subject or frame appears in any training prompt
+    for kind, (_, held_subjects) in SUBJECTS.items():
+        assert not [s for s in held_subjects if _norm(s) in train_text]
+    held_frames = {f for _, (_, fs) in FRAMES.items() for f in fs}
+    train_frames = {f for _, (fs, _) in FRAMES.items() for f in fs}
+    assert not held_frames & train_frames
+    # and no prompt is XSTest's (the evaluation set for over-refusal)
+    xstest = read_prompts(src(path=str(shared_data / "classifier/xstest_completions_train.csv"), format="xstest"))
+    assert len(xstest) == 450
+    assert not {_norm(p.prompt) for p in train + held} & {_norm(p.prompt) for p in xstest}
+
+
+def test_borderline_sets_do_not_collide_with_the_demo_heldout_sets():
+    train = {p.prompt for p in read_prompts(src(path="builtin:borderline-train", format="builtin"))}
+    for name in ("demo-benign-heldout", "demo-harmful-heldout"):
+        assert not train & {p.prompt for p in read_prompts(src(path=f"builtin:{name}", format="builtin"))}
+
+
+def test_xstest_prompts_filtered_by_type_and_kept_out_of_the_wrong_section(shared_data, tmp_path):
+    from jobs.pipeline_config import PromptSets
+    from jobs.stages.decide import load_prompts
+
+    path = str(shared_data / "classifier/xstest_completions_train.csv")
+    safe = read_prompts(src(path=path, format="xstest", categories=["homonyms", "definitions"]))
+    assert len(safe) == 50 and {p.category for p in safe} == {"homonyms", "definitions"}
+    assert all(p.harmful is False for p in safe)
+    with pytest.raises(DataError, match=r"categories \['homonym'\] are not XSTest types"):
+        read_prompts(src(path=path, format="xstest", categories=["homonym"]))
+    benign = [from_dict(DataSource, {"path": path, "format": "xstest", "categories": ["homonyms", "contrast_homonyms"]})]
+    with pytest.raises(DataError, match=r"prompts.benign: .* 25 XSTest prompts labelled unsafe .*contrast_homonyms"):
+        load_prompts(PromptSets(benign=benign))

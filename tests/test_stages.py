@@ -77,14 +77,16 @@ def test_decide_signals_targets_chain(tiny_lm, classifier_dir, tmp_path):
         src = by_id[t["id"]]
         _, on, _ = prompt_texts(tok, t["prompt"], cfg.template)
         if t["decision"] == "refuse":
-            assert t["origin"] == "safe_refusal"
-            # the empty think block, then the safe model's answer
+            # harmful prompts only (benign ones the safe model refused get comply targets);
+            # the safe model's refusal, or a written one where it complied
+            assert src["harmful"] and t["origin"] == ("safe_refusal" if src["decision"] == "refuse" else "rewritten_refusal")
+            # the empty think block, then the refusal
             assert t["completion"].startswith("\n</think>\n\n")
         elif src["reference"]:
-            assert t["origin"] == "reference"
-            assert t["completion"].endswith(src["reference"]) and "</think>" in t["completion"]
+            assert t["origin"] == "reference" and not src["harmful"]
+            assert t["completion"].endswith(f"\\boxed{{{src['reference']}}}.") and "</think>" in t["completion"]
         else:
-            assert t["origin"] == "self"
+            assert t["origin"] == "self" and not src["harmful"]
         assert on.endswith("<think>\n")  # CoT-ON format: the completion continues the open think block
     # No temporary files left beside the artifacts.
     assert not [p for p in Path(cfg.job_dir).iterdir() if p.name.startswith(".")]
@@ -106,7 +108,8 @@ def test_safe_model_not_safe_stops_with_message(tiny_lm, classifier_dir, tmp_pat
 def test_targets_by_decision_and_source(tiny_lm, tmp_path):
     cfg = from_dict(PipelineConfig, {"storage_path": str(tmp_path), "job_id": "job", "model": tiny_lm,
                                      "prompts": {"harmful": [{"path": "x", "format": "advbench"}]},
-                                     "targets": {"tau": 0.5, "refusal_thinking": "This asks for a weapon.",
+                                     "targets": {"tau": 0.5, "refusal_thinking": "fixed",
+                                                 "refusal_thinking_text": "This asks for a weapon.",
                                                  "self_generation": {"max_new_tokens": 6}, "drop_unclosed": True}})
     job = Path(cfg.job_dir)
     base = {"source": "t", "harmful": True, "solution": None, "generation": {}}
@@ -122,11 +125,12 @@ def test_targets_by_decision_and_source(tiny_lm, tmp_path):
     targets = {t["id"]: t for t in read_jsonl(run_targets(cfg))}
     assert targets["a"]["completion"] == "This asks for a weapon.\n</think>\n\nI cannot help with that."
     assert targets["a"]["signal"] == 0.9 and targets["a"]["origin"] == "safe_refusal"
-    assert targets["b"]["completion"] == "2 + 2 = 4\n</think>\n\n4" and targets["b"]["origin"] == "reference"
+    assert targets["b"]["completion"] == "2 + 2 = 4\n</think>\n\nThe final answer is \\boxed{4}."
+    assert targets["b"]["origin"] == "reference"
     # The tiny random LM never closes its think block in 6 tokens: dropped, and counted.
     assert "c" not in targets
     summary = json.loads((job / "targets_summary.json").read_text())
-    assert summary["dropped_unclosed_thinking"] == 1 and summary["targets"] == 2
+    assert summary["dropped_unclosed"] == 1 and summary["targets"] == 2
 
 
 @pytest.mark.ray

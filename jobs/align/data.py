@@ -27,7 +27,7 @@ class AlignRow:
     """refuse | comply, by tau."""
     source: str = ""
     origin: str = ""
-    """safe_refusal | self | reference."""
+    """safe_refusal | rewritten_refusal | self | reference."""
 
 
 @dataclass
@@ -50,14 +50,13 @@ def read_rows(path: str | Path) -> list[AlignRow]:
 
 def build_example(tokenizer, row: AlignRow, template: TemplateConfig, max_length: int, hard: bool) -> AlignExample | None:
     """Tokens of prompt + completion + eos, labels masked (IGNORE) on the prompt. Returns
-    None when the prompt alone leaves no room for a target within max_length."""
+    None when they exceed max_length: a target is dropped, never truncated (a cut-off CoT
+    teaches the model to stop mid-thought); the caller counts the drops."""
     rendered = render_prompt(tokenizer, row.prompt, cot=True, cfg=template)
     prompt_ids = rendered.input_ids
     target_ids = tokenizer(row.completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    room = max_length - len(prompt_ids)
-    if room < 8:
+    if len(prompt_ids) + len(target_ids) > max_length:
         return None
-    target_ids = target_ids[:room]
     signal = float(row.decision == "refuse") if hard else float(row.signal)
     return AlignExample(prompt_ids + target_ids, [IGNORE] * len(prompt_ids) + target_ids, rendered.t_star, signal)
 

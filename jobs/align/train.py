@@ -72,6 +72,10 @@ class AlignTrainer:
         built = [build_example(self.tokenizer, r, cfg.template, a.train.max_length, hard) for r in rows]
         self.examples = [e for e in built if e is not None]
         self.skipped = len(built) - len(self.examples)
+        if not self.examples:
+            raise DataError(f"all {len(built)} targets are longer than align.train.max_length="
+                            f"{a.train.max_length} tokens (prompt + target + eos); they are dropped, never "
+                            "truncated: raise max_length or shorten the targets (targets.self_generation)")
         per_rank = len(self.examples) // world_size
         self.micro_per_epoch = per_rank // a.train.batch_size
         if self.micro_per_epoch == 0:

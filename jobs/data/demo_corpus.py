@@ -8,6 +8,8 @@ quickstart pipeline trains and evaluates on:
     builtin:demo-harmful-train     builtin:demo-harmful-heldout
     builtin:demo-benign-train      builtin:demo-benign-heldout
     builtin:arithmetic-train       builtin:arithmetic-heldout   (checkable answers)
+    builtin:borderline-train       builtin:borderline-heldout   (safe prompts that look unsafe;
+                                                                 written in jobs.data.borderline)
 
 Held-out prompts come from tasks (and, for arithmetic, numbers) that no training prompt
 uses. Harmful tasks are short request phrases in the style of public red-teaming sets;
@@ -18,6 +20,8 @@ from __future__ import annotations
 
 import random
 
+from jobs.data.borderline import SETS as BORDERLINE_SETS
+from jobs.data.borderline import borderline_prompts
 from jobs.data.builtin import COMPLIANCE, REFUSALS
 from jobs.data.records import PromptRecord
 from jobs.errors import DataError
@@ -201,9 +205,11 @@ def arithmetic_problems(split: str, n: int, seed: int) -> list[dict]:
 
 def builtin_prompts(name: str, seed: int = 0) -> list[PromptRecord]:
     """One of the demo prompt sets listed in SETS."""
+    if name in BORDERLINE_SETS:
+        return borderline_prompts(name)
     if name not in SETS:
         raise DataError(f"builtin:{name}: unknown built-in prompt set; available: "
-                        + ", ".join(f"builtin:{s}" for s in ("decisions",) + SETS))
+                        + ", ".join(f"builtin:{s}" for s in ("decisions",) + SETS + BORDERLINE_SETS))
     kind, split = name.removeprefix("demo-").rsplit("-", 1)
     if kind == "arithmetic":
         problems = arithmetic_problems(split, 64 if split == "heldout" else 160, seed)

@@ -38,7 +38,8 @@ class DataSource:
     path: str
     """A file or folder; `hf:<dataset>` for Hugging Face datasets; `builtin:<name>` for the
     sets presafe generates itself: `decisions` (classifier rows) and the demo prompt sets
-    (demo-harmful-train|heldout, demo-benign-train|heldout, arithmetic-train|heldout)."""
+    (demo-harmful-train|heldout, demo-benign-train|heldout, arithmetic-train|heldout,
+    borderline-train|heldout)."""
     format: str = "auto"
     """A named format (xstest, advbench, harmbench, malicious_instruct, donotanswer, alpaca,
     gsm8k, math500) or a generic one (auto, csv, json, jsonl, txt)."""
@@ -50,7 +51,9 @@ class DataSource:
     prompt-only classifier rows (harmful -> refuse, benign -> comply)."""
     categories: list[str] = field(default_factory=list)
     """HarmBench FunctionalCategory filter (standard, contextual, copyright); empty = all but
-    copyright. Do-Not-Answer: file stems to keep; empty = all but human_chatbox."""
+    copyright. Do-Not-Answer: file stems to keep; empty = all but human_chatbox. XSTest
+    prompts: the `type`s to keep (e.g. homonyms, definitions; contrast_* types are unsafe);
+    empty = all."""
     limit: int | None = None
     """Keep only the first N rows (after filtering)."""
     hf_split: str = "train"
@@ -108,7 +111,9 @@ def read_prompts(src: DataSource) -> list[PromptRecord]:
         from jobs.data.demo_corpus import builtin_prompts
 
         out = builtin_prompts(src.path.removeprefix("builtin:"))
-    elif fmt in ("xstest", "builtin"):
+    elif fmt == "xstest":
+        out = _xstest_prompts(src)
+    elif fmt == "builtin":
         out = []
         seen = set()
         for ex in read_examples(src):
@@ -195,6 +200,23 @@ def _prompt_only(p: PromptRecord, harmful: bool | None, where: str) -> Example:
     if harmful is None:
         raise DataError(f"{where}: prompt-only rows need `harmful: true|false` in the data source")
     return Example(p.prompt, None, REFUSE if harmful else COMPLY, p.source, group=p.prompt, meta={"harmful": harmful})
+
+
+def _xstest_prompts(src: DataSource) -> list[PromptRecord]:
+    """XSTest's prompts, once each, labelled by prompt_label; `categories` keeps only the
+    named XSTest types (e.g. the safe ones for over-refusal training)."""
+    out, seen = [], set()
+    types = set()
+    for ex in _xstest(src):
+        types.add(ex.meta["type"])
+        if ex.group in seen or (src.categories and ex.meta["type"] not in src.categories):
+            continue
+        seen.add(ex.group)
+        out.append(PromptRecord(ex.prompt, ex.meta["harmful"], "xstest", category=ex.meta["type"], id=ex.group))
+    unknown = sorted(set(src.categories) - types)
+    if unknown:
+        raise DataError(f"{src.path}: categories {unknown} are not XSTest types in this file; it has {sorted(types)}")
+    return out
 
 
 def _xstest(src: DataSource) -> list[Example]:

@@ -1,6 +1,7 @@
 """Checking final answers of reasoning problems.
 
-GSM8K: the last number in the final answer equals the reference number.
+GSM8K: the last number in the last \\boxed{...} (or, failing that, in the final answer)
+equals the reference number.
 MATH-500: the last \\boxed{...} (or, failing that, the last number) equals the reference
 after normalisation (spaces, \\left/\\right, \\dfrac -> \\frac, trailing units and dollars,
 degrees, "x =" prefixes, equivalent decimals).
@@ -28,7 +29,10 @@ def numbers_equal(a: str, b: str) -> bool:
 
 
 def gsm8k_correct(answer: str, reference: str) -> bool:
-    got = last_number(answer)
+    # A boxed answer is the model's stated final answer: numbers written after it (a check,
+    # a unit count) must not replace it.
+    boxed = last_boxed(answer)
+    got = (last_number(boxed) if boxed else None) or last_number(answer)
     return got is not None and numbers_equal(got, reference)
 
 
@@ -61,6 +65,8 @@ def normalize_math(s: str) -> str:
     s = re.sub(r"^[a-zA-Z]\s*=\s*", "", s)  # "x = 5" -> "5"
     s = s.replace(" ", "")
     s = re.sub(r"\\frac(\d)(\d)", r"\\frac{\1}{\2}", s)  # \frac12 -> \frac{1}{2}
+    if re.fullmatch(r"-?\d{1,3}(?:(?:\{,\}|,)\d{3})+(?:\.\d+)?", s):  # thousands separators: 1,250 / 1{,}250
+        s = s.replace("{,}", "").replace(",", "")
     if re.fullmatch(r"-?\d+\.0+", s):
         s = s.split(".")[0]
     return s.rstrip(".")

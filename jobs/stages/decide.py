@@ -26,6 +26,14 @@ def load_prompts(sets: PromptSets) -> list[PromptRecord]:
     for harmful, sources in ((True, sets.harmful), (False, sets.benign)):
         for src in sources:
             records = read_prompts(src)
+            # XSTest labels each prompt (its contrast_* types are unsafe): a set under the
+            # wrong section would train refusals of safe prompts or compliance with unsafe ones.
+            wrong = [r for r in records if src.format == "xstest" and r.harmful is not harmful]
+            if wrong:
+                section = "prompts.harmful" if harmful else "prompts.benign"
+                raise DataError(f"{section}: {src.path} has {len(wrong)} XSTest prompts labelled "
+                                f"{'safe' if harmful else 'unsafe'} (types {sorted({r.category for r in wrong})}); "
+                                "keep the right types with `categories: [...]`")
             taken = 0
             for r in records:
                 if sets.limit_per_set and taken >= sets.limit_per_set:
