@@ -142,7 +142,8 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
         stages.append(Stage("classifier", "classifier", _classifier, ("signals.train",), ("classifier_data",)))
     stages += [
         Stage("signals", "signals.jsonl", _signals, _BASE + ("signals",)),
-        Stage("targets", "targets.jsonl", _targets, _BASE + ("signals", "targets")),
+        # targets drops what would not fit align.train.max_length: that key is one of its inputs
+        Stage("targets", "targets.jsonl", _targets, _BASE + ("signals", "targets", "align.train.max_length")),
     ]
     stages += [Stage(v.stage, v.folder, _align_variant(v), _BASE + ("signals", "targets") + _ALIGN)
                for v in align_variants(cfg)]
