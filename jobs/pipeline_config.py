@@ -297,6 +297,33 @@ class Decoding:
 
 
 @dataclass
+class DecodingSweep:
+    """A grid of sampled decodings (ASR rises with temperature, top-p and top-k): every
+    combination becomes a decoding named `t<T>_p<P>_k<K>`, evaluated with CoT on beside
+    `evaluate.decodings`; the report plots ASR against temperature."""
+
+    temperatures: list[float] = field(default_factory=list)
+    top_p: list[float] = field(default_factory=lambda: [1.0])
+    top_k: list[int] = field(default_factory=lambda: [0])
+    samples: int = 1
+    seed: int = 0
+
+    def validate(self) -> None:
+        check(all(t >= 0 for t in self.temperatures), "temperatures", "must be >= 0")
+        check(bool(self.top_p) and all(0 < p <= 1 for p in self.top_p), "top_p", "values must be in (0, 1]")
+        check(bool(self.top_k) and all(k >= 0 for k in self.top_k), "top_k", "values must be >= 0")
+        check(self.samples >= 1, "samples", "must be >= 1")
+        check(len(set(self.temperatures)) == len(self.temperatures), "temperatures", "values must be unique")
+
+    def decodings(self) -> list[Decoding]:
+        import itertools
+
+        return [Decoding(name=f"t{t:g}_p{p:g}_k{k}", temperature=t, top_p=p, top_k=k,
+                         samples=self.samples if t > 0 else 1, seed=self.seed)
+                for t, p, k in itertools.product(self.temperatures, self.top_p, self.top_k)]
+
+
+@dataclass
 class ProbeSettings:
     """Decision probes: a logistic probe per layer on the hidden state at t*."""
 
@@ -325,6 +352,7 @@ class EvaluateConfig:
     CoT-OFF decisions on harmful and benign prompts label the decision probes."""
     decodings: list[Decoding] = field(default_factory=lambda: [
         Decoding(), Decoding(name="sampled", temperature=0.7, top_p=0.95, samples=2)])
+    decoding_sweep: DecodingSweep = field(default_factory=DecodingSweep)
     max_new_tokens: int = 512
     batch_size: int = 16
     probes: ProbeSettings = field(default_factory=ProbeSettings)
@@ -346,6 +374,9 @@ class EvaluateConfig:
         check(bool(self.decodings), "decodings", "give at least one decoding")
         names = [d.name for d in self.decodings]
         check(len(set(names)) == len(names), "decodings", f"decoding names must be unique, got {names}")
+        swept = [d.name for d in self.decoding_sweep.decodings()]
+        check(not set(swept) & set(names), "decoding_sweep", f"sweep names {sorted(set(swept) & set(names))} clash "
+              "with evaluate.decodings")
         unknown = [n for n in self.cot_off if n not in names]
         check(not unknown, "cot_off", f"unknown decoding(s) {unknown}; defined: {names}")
         check(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
@@ -354,6 +385,10 @@ class EvaluateConfig:
         labels = [j.label for j in self.judges]
         check(len(set(labels)) == len(labels), "judges", f"judge names must be unique, got {labels}: set `name`")
         check(not self.headline or self.headline in labels, "headline", f"{self.headline!r} is not a judge; judges: {labels}")
+
+    def all_decodings(self) -> list[Decoding]:
+        """`decodings`, then the decoding sweep's grid."""
+        return list(self.decodings) + self.decoding_sweep.decodings()
 
     def headline_judge(self) -> str:
         return self.headline or default_headline(self.judges)

@@ -23,6 +23,7 @@ REPORT_MD = "report.md"
 METRICS_PNG = "metrics.png"
 PROBES_PNG = "probes.png"
 SWEEP_PNG = "sweep.png"
+TEMPERATURE_PNG = "temperature.png"
 SIMULATION_BANNER = (
     "> **SIMULATION.** The model is presafe's demo reasoning model: SmolLM2-135M-Instruct fine-tuned on text "
     "presafe writes itself, so that it refuses harmful requests with CoT off and complies with CoT on (the paper's "
@@ -113,6 +114,42 @@ def plot_metrics(evaluation: dict, path: Path, aux_weight: float) -> Path | None
     fig.suptitle("Before vs after alignment (lower ASR, CoT-ASR and over-refusal, higher accuracy are better)"
                  + (f"; pooled over seeds {seeds}" if seeds else ""), fontsize=10)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return _save(fig, path)
+
+
+def plot_temperature(evaluation: dict, path: Path, aux_weight: float) -> Path | None:
+    """Headline ASR (CoT on) against sampling temperature, one line per model and
+    (top_p, top_k), with 95% intervals: the decoding sweep plus any other CoT-on decoding."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    decodings = evaluation.get("decodings", [])
+    if len({d["temperature"] for d in decodings}) < 2:
+        return None
+    head = evaluation["headline"]
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for g, entry in evaluation.get("groups", {}).items():
+        if g.startswith("sweep_"):
+            continue
+        for (p, k) in sorted({(d["top_p"], d["top_k"]) for d in decodings}):
+            pts = sorted((d["temperature"], entry["runs"].get(f"cot_on/{d['name']}", {}).get("judges", {})
+                          .get(head, {}).get("asr")) for d in decodings if (d["top_p"], d["top_k"]) == (p, k))
+            pts = [(t, r) for t, r in pts if r and r.get("rate") is not None]
+            if len(pts) < 2:
+                continue
+            ts, rs = [t for t, _ in pts], [r["rate"] for _, r in pts]
+            err = [[max(0.0, r["rate"] - r["lo"]) for _, r in pts], [max(0.0, r["hi"] - r["rate"]) for _, r in pts]]
+            ax.errorbar(ts, rs, yerr=err, marker="o", ms=3, capsize=2, color=MODEL_COLORS.get(g),
+                        label=f"{_group_label(g, aux_weight)}, top-p {p:g}, top-k {k}")
+    ax.set_xlabel("temperature (0 = greedy)")
+    ax.set_ylabel(f"CoT-on ASR ({head}; 95% Wilson)")
+    ax.set_ylim(0, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title("Attack success against sampling temperature", fontsize=9)
+    fig.tight_layout()
     return _save(fig, path)
 
 
@@ -273,8 +310,19 @@ def _evaluation_markdown(ev: dict, aux_weight: float, plots: dict) -> list[str]:
                     lines.append(f"| {g.replace('sweep_', '')} | {run} | {_ci(h.get('asr'))} | {_ci(h.get('cot_asr'))} | "
                                  f"{_ci(h.get('over_refusal'))} | {_ci(r['accuracy'])} |")
         lines += ["", f"![sweep]({SWEEP_PNG})" if plots.get("sweep") else "", ""]
-    probes = {g: e.get("probe_auroc") for g, e in ev["variants"].items()
-              if e.get("probe_auroc") and e.get("seed") in (None, (seeds or [None])[0])}
+    if plots.get("temperature"):
+        lines += [f"![ASR against temperature]({TEMPERATURE_PNG})", ""]
+    first = {n: e for n, e in ev["variants"].items()
+             if e.get("seed") in (None, (seeds or [None])[0]) and not n.startswith("sweep_")}
+    cats = [(n, run, c, m) for n, e in first.items() for run, r in e["runs"].items() if run.startswith("cot_on")
+            for c, m in r.get("by_category", {}).items()]
+    if cats:
+        lines += [f"### By category (judge `{head}`" + (f", seed {seeds[0]}" if seeds else "") + ")", "",
+                  "| model | run | category | ASR | CoT-ASR | over-refusal | accuracy |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {n} | {run} | {c} | {_ci(m.get('asr'))} | {_ci(m.get('cot_asr'))} | {_ci(m.get('over_refusal'))} | "
+                  f"{_ci(m.get('accuracy'))} |" for n, run, c, m in cats]
+        lines.append("")
+    probes = {g: e.get("probe_auroc") for g, e in first.items() if e.get("probe_auroc")}
     if probes:
         lines += ["## Decision probes", "",
                   (f"A logistic probe per layer on the hidden state at t* (the last token before CoT), "
@@ -337,6 +385,8 @@ def write_report(cfg: PipelineConfig) -> Path:
             plots["probes"] = str(job / PROBES_PNG)
         if plot_sweep(ev, job / SWEEP_PNG):
             plots["sweep"] = str(job / SWEEP_PNG)
+        if plot_temperature(ev, job / TEMPERATURE_PNG, cfg.align.aux.weight):
+            plots["temperature"] = str(job / TEMPERATURE_PNG)
     rep["plots"] = plots
     write_text(job / REPORT_MD, render_markdown(rep))
     return write_json(job / REPORT_JSON, rep)

@@ -52,7 +52,7 @@ log = logging.getLogger("presafe.service")
 
 ClassifyFn = Callable[[str, list[str], list[str | None]], Awaitable[list[Decision]]]
 ReadyFn = Callable[[], Awaitable[dict[str, str]]]
-PLOTS = ("metrics.png", "probes.png", "sweep.png")
+PLOTS = ("metrics.png", "probes.png", "sweep.png", "temperature.png")
 _STATUS = {JobNotFound: 404, UnknownModel: 404, JobConflict: 409, NoClassifier: 409, LaunchError: 503,
            ClassifierUnavailable: 503}
 _ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404, 409, 413, 422, 503)}

@@ -229,3 +229,25 @@ def test_report_warns_first_when_the_signal_classifier_is_the_only_judge(tmp_pat
     assert rep["evaluation"]["warnings"][0].startswith("WARNING") and rep["simulation"] is True
     assert (job / "metrics.png").read_bytes()[:4] == b"\x89PNG"
     assert "**SIMULATION.**" in "\n".join(md)
+
+
+def test_rates_are_broken_down_by_category_and_the_decoding_sweep_expands():
+    rows = [out("harmful", "Sure, step 1", id_="a"), out("harmful", "Sorry.", id_="b"),
+            out("harmful", "Here: step 1", id_="c"), out("benign", "Sorry, no.", id_="d")]
+    for r, c in zip(rows, ("cyber", "cyber", "weapons", "homonyms")):
+        r["category"] = c
+    judges = [StringMatchJudge()]
+    judge_rows(rows, judges)
+    m = summarize(rows, cot=True, judges=judges, headline="string_match")
+    cats = m["by_category"]
+    assert set(cats) == {"cyber", "weapons", "homonyms"}
+    assert (cats["cyber"]["asr"]["k"], cats["cyber"]["asr"]["n"]) == (1, 2) and cats["weapons"]["asr"]["rate"] == 1.0
+    assert cats["homonyms"]["over_refusal"]["rate"] == 1.0 and cats["homonyms"]["asr"]["n"] == 0
+
+    e = from_dict(EvaluateConfig, {"harmful": [{"path": "builtin:demo-harmful-heldout", "format": "builtin"}],
+                                   "decoding_sweep": {"temperatures": [0, 0.6, 1.0], "top_p": [0.95, 1.0]}})
+    names = [d.name for d in e.all_decodings()]
+    assert names[:2] == ["greedy", "sampled"] and len(names) == 2 + 3 * 2
+    assert "t0.6_p0.95_k0" in names and "t0_p1_k0" in names
+    (greedy,) = [d for d in e.all_decodings() if d.name == "t0_p1_k0"]
+    assert greedy.temperature == 0 and greedy.samples == 1

@@ -102,7 +102,7 @@ def generate_run(cfg: PipelineConfig, engine, sets: dict[str, list[PromptRecord]
             # An unclosed think block never left the thinking: all of it is judged as CoT too.
             thinking = (parts.thinking if parts.closed else text.strip()) if cot else ""
             row = {
-                "set": kind, "source": r.source, "id": r.id, "prompt": r.prompt, "reference": r.reference,
+                "set": kind, "source": r.source, "category": r.category, "id": r.id, "prompt": r.prompt, "reference": r.reference,
                 "sample": k, "seed": gen.seed, "output": text, "thinking": thinking, "answer": answer,
                 "closed": parts.closed if cot else True,
                 "answer_tokens": len(tok(answer, add_special_tokens=False)["input_ids"]),
@@ -133,12 +133,12 @@ def run_evaluate(cfg: PipelineConfig, classifier=None) -> Path:
     e = cfg.evaluate
     job = Path(cfg.job_dir)
     sets = load_eval_sets(e)
-    runs = [(True, d) for d in e.decodings] + [(False, d) for d in e.decodings if d.name in e.cot_off]
+    runs = [(True, d) for d in e.all_decodings()] + [(False, d) for d in e.decodings if d.name in e.cot_off]
     models = variants(cfg)
     print(f"[evaluate] {', '.join(f'{k} {len(v)}' for k, v in sets.items())} prompts; models "
           f"{[m['name'] for m in models]}; runs {[('cot_on' if c else 'cot_off') + '/' + d.name for c, d in runs]}",
           flush=True)
-    index: dict = {"sets": {k: len(v) for k, v in sets.items()}, "decodings": [asdict(d) for d in e.decodings],
+    index: dict = {"sets": {k: len(v) for k, v in sets.items()}, "decodings": [asdict(d) for d in e.all_decodings()],
                    "seeds": cfg.seeds, "variants": {}}
     probe_prompts = [r.prompt for r in sets["harmful"] + sets["benign"]]
     probe_labels = [int(r.harmful) for r in sets["harmful"] + sets["benign"]]

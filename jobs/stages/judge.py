@@ -111,7 +111,7 @@ def judge_rows(rows: list[dict], judges: list[Judge]) -> None:
                 r["judges"].setdefault(j.name, {}).setdefault(part, "empty")
 
 
-def summarize(rows: list[dict], cot: bool, judges: list[Judge], headline: str) -> dict:
+def summarize(rows: list[dict], cot: bool, judges: list[Judge], headline: str, slices: bool = True) -> dict:
     """Rates of one run's samples, per judge, with n and intervals (see the module doc)."""
     harmful = [r for r in rows if r["set"] == "harmful"]
     benign = [r for r in rows if r["set"] == "benign"]
@@ -145,14 +145,23 @@ def summarize(rows: list[dict], cot: bool, judges: list[Judge], headline: str) -
     out["thinking_tokens"] = sum(r["thinking_tokens"] for r in rows) / n if n else None
     out["unclosed_thinking"] = (sum(not r["closed"] for r in rows) / n) if (n and cot) else None
     out["empty_answers"] = sum(r["set"] in SAFETY_SETS and not r["answer"].strip() for r in rows)
-    sources = sorted({r["source"] for r in rows})
-    if len(sources) > 1:
-        out["by_source"] = {}
-        for s in sources:
-            part = [r for r in rows if r["source"] == s]
-            sub = summarize(part, cot, [j for j in judges if j.name == headline], headline)
-            out["by_source"][s] = {k: sub[k] for k in ("asr", "cot_asr", "over_refusal", "accuracy", "n")}
+    for field, key in (("source", "by_source"), ("category", "by_category")) if slices else ():
+        values = sorted({r.get(field) or "" for r in rows} - {""})
+        if len(values) > 1 or (field == "category" and values):
+            out[key] = {}
+            for value in values:
+                part = [r for r in rows if r.get(field) == value]
+                sub = _headline_rates(part, cot, [j for j in judges if j.name == headline], headline)
+                out[key][value] = sub
     return out
+
+
+def _headline_rates(rows: list[dict], cot: bool, judges: list[Judge], headline: str) -> dict:
+    """One slice's rates (a source, a category) by the headline judge, with intervals."""
+    m = summarize(rows, cot, judges, headline, slices=False)
+    h = m["judges"][headline]
+    return {"n": m["n"], "asr": h["asr"], "cot_asr": h.get("cot_asr"), "over_refusal": h.get("over_refusal"),
+            "accuracy": m["accuracy_rate"]}
 
 
 def pool_groups(variants: dict, metrics: dict) -> dict:
