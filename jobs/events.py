@@ -32,17 +32,73 @@ def log_path() -> Path | None:
 
 
 def emit(event: str, path: str | Path | None = None, **fields) -> None:
-    """Append one event to `path` (default: this process's log, $PRESAFE_EVENTS) in a single
-    write of one line: appends from several processes do not interleave within a line."""
+    """Append one event to `path` (default: this process's log, $PRESAFE_EVENTS, or the
+    driver's sink on a worker that cannot see the job folder) in a single write of one
+    line: appends from several processes do not interleave within a line."""
+    line = json.dumps({"time": round(time.time(), 3), "event": event, **fields}, default=str) + "\n"
     path = path or log_path()
     if path is None:
+        if _remote_sink is not None:
+            _remote_sink.append.remote(line)
         return
-    line = json.dumps({"time": round(time.time(), 3), "event": event, **fields}, default=str) + "\n"
+    _append(path, line)
+
+
+def _append(path: str | Path, line: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, line.encode())
     finally:
         os.close(fd)
+
+
+class EventSink:
+    """Runs as a Ray actor on the driver's node and appends the lines workers send it: how
+    workers on nodes without the job folder (no shared filesystem) reach events.jsonl."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def append(self, line: str) -> None:
+        _append(self.path, line)
+
+
+_remote_sink = None  # set once per worker process by attach_worker
+
+
+def driver_channel() -> dict:
+    """What a Ray worker needs to log this driver's events: the log's path and, when Ray is
+    up, a sink actor pinned to this node. Pass it to the worker and call attach_worker."""
+    path = log_path()
+    if path is None:
+        return {}
+    out: dict = {"path": str(path.resolve())}
+    try:
+        import ray
+
+        if ray.is_initialized():
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+            out["sink"] = ray.remote(num_cpus=0)(EventSink).options(scheduling_strategy=here).remote(out["path"])
+    except Exception:  # no Ray, or no node to pin to: the path alone (same machine, shared folder)
+        pass
+    return out
+
+
+def attach_worker(channel: dict) -> None:
+    """In a Ray worker: log to the driver's events.jsonl, directly where its folder is
+    visible (same node, shared filesystem), else through the driver's sink actor. Ray does
+    not pass the driver's environment to workers, so this is how they learn the path."""
+    global _remote_sink
+    path = channel.get("path")
+    if not path or os.environ.get(ENV) == path:
+        return
+    if Path(path).parent.is_dir():
+        os.environ[ENV] = path
+    elif channel.get("sink") is not None:
+        os.environ.pop(ENV, None)
+        _remote_sink = channel["sink"]
 
 
 def progress(stage: str, done: int, total: int | None, unit: str = "items") -> None:

@@ -88,10 +88,11 @@ class LocalCluster:
         self.procs.clear()
         shutil.rmtree(self.tempdir, ignore_errors=True)
 
-    def run(self, cmd: list[str], timeout: float = 600, cwd: str | Path | None = None) -> subprocess.CompletedProcess:
-        """A driver on this cluster (RAY_ADDRESS set), output captured."""
-        return subprocess.run(cmd, env={**self.env, "RAY_ADDRESS": self.address}, capture_output=True, text=True,
-                              timeout=timeout, check=False, cwd=cwd)
+    def run(self, cmd: list[str], timeout: float = 600, cwd: str | Path | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        """A driver on this cluster (RAY_ADDRESS set, plus `env`), output captured."""
+        return subprocess.run(cmd, env={**self.env, **(env or {}), "RAY_ADDRESS": self.address}, capture_output=True,
+                              text=True, timeout=timeout, check=False, cwd=cwd)
 
     def node_names(self) -> dict[str, str]:
         """Alive node id -> the name it was started with."""

@@ -50,10 +50,18 @@ def test_two_node_spread_alignment_uses_both_nodes_and_matches_one_node(tiny_lm,
         assert "is a local folder, but the Ray cluster has 2 nodes" in refused.stderr
         assert "align.scale.shared_filesystem: true" in refused.stderr
         assert not (Path(multi.job_dir) / "adapter").exists()
-        # Both "nodes" are this machine: the folder really is shared, so say so.
+        # Both "nodes" are this machine: the folder really is shared, so say so. The driver
+        # logs events; its workers learn where from the train loop's config (Ray does not
+        # pass the driver's environment on).
+        log = tmp_path / "events.jsonl"
         done = cluster.run([PRESAFE, "stage", "align", "--config", str(config),
-                            "align.scale.shared_filesystem=true"])
+                            "align.scale.shared_filesystem=true"], env={"PRESAFE_EVENTS": str(log)})
         assert done.returncode == 0, done.stderr[-4000:]
+        from jobs.events import read_events
+
+        steps = [e for e in read_events(log) if e["event"] == "progress" and e["stage"] == "align:adapter"]
+        assert steps and steps[-1]["done"] == steps[-1]["total"] == 4, read_events(log)
+        assert any(e["event"] == "metrics" and e["stage"] == "align:adapter" for e in read_events(log))
 
     meta = json.loads((Path(multi.job_dir) / "adapter" / "meta.json").read_text())
     workers = meta["workers"]

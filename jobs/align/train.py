@@ -343,6 +343,7 @@ def train_loop_per_worker(args: dict) -> dict:
     import ray.train
 
     cfg = from_dict(PipelineConfig, args["config"])
+    events.attach_worker(args.get("events", {}))
     rows = [AlignRow(**r) for r in args["rows"]]
     ctx = ray.train.get_context()
     root = Path(args["checkpoint_root"])
@@ -405,7 +406,8 @@ def run_align(cfg: PipelineConfig, targets_path: Path | None = None) -> Path:
     ray_kwargs = train_kwargs(a.scale, "align.scale", str(job / ".ray"))
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": to_dict(cfg), "rows": [r.__dict__ for r in rows], "checkpoint_root": str(root)},
+        train_loop_config={"config": to_dict(cfg), "rows": [r.__dict__ for r in rows], "checkpoint_root": str(root),
+                           "events": events.driver_channel()},
         scaling_config=ray_kwargs["scaling_config"],
         torch_config=TorchConfig(backend=a.scale.resolved_backend),
         run_config=RunConfig(name=run_name, storage_path=ray_kwargs["storage_path"],
