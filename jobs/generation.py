@@ -45,8 +45,9 @@ class GenerationEngine(Protocol):
         ...
 
 
-def load_causal_lm(name_or_path: str, dtype: str = "float32", device: str | None = None):
-    """(tokenizer, model) for any Hugging Face causal LM, hub id, folder or embedded name."""
+def load_causal_lm(name_or_path: str, dtype: str = "float32", device: str | None = None, adapter: str | None = None):
+    """(tokenizer, model) for any Hugging Face causal LM, hub id, folder or embedded name;
+    with `adapter` (a peft LoRA folder) merged in."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from jobs.errors import PresafeError
@@ -60,6 +61,10 @@ def load_causal_lm(name_or_path: str, dtype: str = "float32", device: str | None
         raise PresafeError(f"model {name_or_path!r}: cannot load: {e}") from None
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return tokenizer, model.to(device).eval()
 

@@ -51,13 +51,25 @@ class DecideConfig:
     """The model that answers with CoT off; default: the LRM itself (`model`)."""
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     num_actors: int = 0
-    """0 = generate in-process; N = a Ray Data actor pool of N generation actors."""
+    """Generation actors for every generation stage (decide, targets, evaluate and its probe
+    pass): 0 = in the driver's process; N = N Ray actors, each holding the model, so the
+    driver only orchestrates (jobs.stages.generate.ModelPool)."""
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 0.0
+    resources_per_actor: dict[str, float] = field(default_factory=dict)
+    """Custom Ray resources each actor needs, e.g. {"accelerator_type:A10G": 0.001} or a
+    node label resource: how actors are kept off a CPU-only head."""
 
     def validate(self) -> None:
         check(self.num_actors >= 0, "num_actors", "must be >= 0")
         check(self.gpus_per_actor >= 0 and self.cpus_per_actor >= 0, "gpus_per_actor", "must be >= 0")
+        check(all(v >= 0 for v in self.resources_per_actor.values()), "resources_per_actor", "amounts must be >= 0")
+
+    @property
+    def actors(self):
+        from jobs.stages.generate import ActorSpec
+
+        return ActorSpec(self.num_actors, self.cpus_per_actor, self.gpus_per_actor, dict(self.resources_per_actor))
 
 
 @dataclass

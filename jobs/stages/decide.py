@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-from jobs.artifacts import write_jsonl
+from jobs.artifacts import write_json, write_jsonl
 from jobs.data.readers import read_prompts
 from jobs.data.records import PromptRecord
 from jobs.errors import DataError
@@ -18,6 +18,7 @@ from jobs.stages.generate import generate_texts
 from jobs.templates import render_prompt
 
 DECISIONS = "decisions.jsonl"
+DECISIONS_META = "decisions_meta.json"
 
 
 def load_prompts(sets: PromptSets) -> list[PromptRecord]:
@@ -61,9 +62,14 @@ def run_decide(cfg: PipelineConfig, engine=None) -> Path:
     print(f"[decide] {len(records)} prompts ({sum(r.harmful for r in records)} harmful), safe model {model}, CoT off",
           flush=True)
     d = cfg.decide
+    placements: dict = {}
     responses = generate_texts(model, cfg.dtype, texts, d.generation, d.num_actors, d.cpus_per_actor,
-                               d.gpus_per_actor, engine=engine, desc="decide (CoT off)")
+                               d.gpus_per_actor, engine=engine, desc="decide (CoT off)",
+                               resources=d.resources_per_actor, record=placements)
     settings = {"model": model, "cot": False, **asdict(d.generation)}
+    # Where the safe model ran (actor node ids and pids; none = the driver's process).
+    write_json(Path(cfg.job_dir) / DECISIONS_META, {"model": model, "prompts": len(records),
+                                                    "workers": placements.get("workers", [])})
     rows = [
         {"id": r.id or f"p{i}", "prompt": r.prompt, "source": r.source, "harmful": r.harmful,
          "reference": r.reference, "solution": r.solution, "response": resp, "generation": settings}
