@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jobs.config import check
+from jobs.data.benchmarks import BENCHMARK_FORMATS, check_benchmark_source, read_benchmark
 from jobs.data.records import COMPLY, REFUSE, Example, PromptRecord, parse_label
 from jobs.data.tables import Row, read_table, require_columns
 from jobs.errors import DataError
@@ -26,7 +27,7 @@ from jobs.errors import DataError
 NAMED_FORMATS = (
     "xstest", "advbench", "harmbench", "malicious_instruct", "donotanswer",
     "alpaca", "gsm8k", "math500", "builtin",
-)
+) + BENCHMARK_FORMATS  # strongreject, jbb_harmful|benign, wildjailbreak, ... (jobs/data/benchmarks.py)
 GENERIC_FORMATS = ("auto", "csv", "json", "jsonl", "txt")
 HARMBENCH_CATEGORIES = ("standard", "contextual", "copyright")
 
@@ -42,7 +43,9 @@ class DataSource:
     borderline-train|heldout)."""
     format: str = "auto"
     """A named format (xstest, advbench, harmbench, malicious_instruct, donotanswer, alpaca,
-    gsm8k, math500) or a generic one (auto, csv, json, jsonl, txt)."""
+    gsm8k, math500; the benchmarks strongreject, jbb_harmful, jbb_benign, wildjailbreak,
+    xstest_prompts, orbench_hard, orbench_toxic, aime, gpqa: see jobs/data/benchmarks.py) or
+    a generic one (auto, csv, json, jsonl, txt)."""
     columns: dict[str, str] = field(default_factory=dict)
     """Generic formats: canonical name -> column in the file. Canonical names: prompt,
     response, label, group, reference."""
@@ -53,7 +56,8 @@ class DataSource:
     """HarmBench FunctionalCategory filter (standard, contextual, copyright); empty = all but
     copyright. Do-Not-Answer: file stems to keep; empty = all but human_chatbox. XSTest
     prompts: the `type`s to keep (e.g. homonyms, definitions; contrast_* types are unsafe);
-    empty = all."""
+    empty = all. Benchmarks (jobs/data/benchmarks.py): the categories to keep (WildJailbreak:
+    data_type values); empty = all."""
     limit: int | None = None
     """Keep only the first N rows (after filtering)."""
     hf_split: str = "train"
@@ -62,6 +66,8 @@ class DataSource:
         check(self.format in NAMED_FORMATS + GENERIC_FORMATS, "format",
               f"unknown format {self.format!r}; expected one of {list(NAMED_FORMATS + GENERIC_FORMATS)}")
         check(self.limit is None or self.limit > 0, "limit", "must be > 0")
+        if self.format in BENCHMARK_FORMATS:
+            check_benchmark_source(self)
         if self.format == "harmbench":
             bad = [c for c in self.categories if c not in HARMBENCH_CATEGORIES]
             check(not bad, "categories", f"unknown HarmBench categories {bad}; expected {list(HARMBENCH_CATEGORIES)}")
@@ -113,6 +119,8 @@ def read_prompts(src: DataSource) -> list[PromptRecord]:
         out = builtin_prompts(src.path.removeprefix("builtin:"))
     elif fmt == "xstest":
         out = _xstest_prompts(src)
+    elif fmt in BENCHMARK_FORMATS:
+        out = read_benchmark(src)
     elif fmt == "builtin":
         out = []
         seen = set()
