@@ -80,6 +80,10 @@ def main() -> int:
         "evaluate.judges=" + json.dumps([{"kind": "string_match"},
                                          {"kind": "classifier", "path": args.xstest, "name": "xstest_classifier"}]),
         "evaluate.headline=string_match",
+        # The obvious attack on a decision made before the CoT: open the think block for the
+        # model; and two public jailbreak wrappers (each harmful prompt once per variant).
+        "evaluate.attacks=" + json.dumps([{"kind": "prefill_think", "variants": ["step_by_step"]},
+                                          {"kind": "template", "variants": ["refusal_suppression", "role_play"]}]),
     ]
     overrides += args.overrides
     if not args.from_job:

@@ -128,7 +128,8 @@ _BASE = ("model", "dtype", "template", "prompts", "decide")
 
 # What the evaluation's generation reads of the evaluate section: everything but the judges.
 _EVAL_GENERATION = tuple(f"evaluate.{k}" for k in ("enabled", "harmful", "benign", "reasoning", "limit_per_set",
-                                                   "cot_off", "decodings", "decoding_sweep", "max_new_tokens", "batch_size", "probes"))
+                                                   "cot_off", "decodings", "decoding_sweep", "attacks", "attack_decodings",
+                                                   "max_new_tokens", "batch_size", "probes"))
 # An adapter depends on the align section except the sweep (which only adds variants).
 _ALIGN = tuple(f"align.{k}" for k in ("lora", "aux", "train", "scale", "merge", "output_name"))
 

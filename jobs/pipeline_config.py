@@ -18,6 +18,7 @@ from pathlib import Path
 from jobs.classifier.config import ClassifierJobConfig
 from jobs.config import check
 from jobs.data.readers import DataSource
+from jobs.evaluation.attacks import AttackConfig
 from jobs.evaluation.judges import SIGNALS, JudgeConfig, default_headline
 from jobs.generation import GenerationConfig
 from jobs.scale import ScaleConfig
@@ -365,6 +366,12 @@ class EvaluateConfig:
     decodings: list[Decoding] = field(default_factory=lambda: [
         Decoding(), Decoding(name="sampled", temperature=0.7, top_p=0.95, samples=2)])
     decoding_sweep: DecodingSweep = field(default_factory=DecodingSweep)
+    attacks: list[AttackConfig] = field(default_factory=list)
+    """Attacks on the harmful set (jobs.evaluation.attacks: prefill_think, prefill_answer,
+    template, multi_turn), each run with CoT on and reported as its own ASR
+    (`attack/<name>/<decoding>`)."""
+    attack_decodings: list[str] = field(default_factory=lambda: ["greedy"])
+    """Decodings (by name, from `decodings`) the attacks run under."""
     max_new_tokens: int = 512
     batch_size: int = 16
     probes: ProbeSettings = field(default_factory=ProbeSettings)
@@ -386,6 +393,10 @@ class EvaluateConfig:
         check(bool(self.decodings), "decodings", "give at least one decoding")
         names = [d.name for d in self.decodings]
         check(len(set(names)) == len(names), "decodings", f"decoding names must be unique, got {names}")
+        unknown = [n for n in self.attack_decodings if n not in names]
+        check(not unknown, "attack_decodings", f"unknown decoding(s) {unknown}; defined: {names}")
+        labels = [a.label for a in self.attacks]
+        check(len(set(labels)) == len(labels), "attacks", f"attack names must be unique, got {labels}: set `name`")
         swept = [d.name for d in self.decoding_sweep.decodings()]
         check(not set(swept) & set(names), "decoding_sweep", f"sweep names {sorted(set(swept) & set(names))} clash "
               "with evaluate.decodings")

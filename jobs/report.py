@@ -80,7 +80,7 @@ def plot_metrics(evaluation: dict, path: Path, aux_weight: float) -> Path | None
     import matplotlib.pyplot as plt
 
     groups = {g: e for g, e in evaluation.get("groups", {}).items() if not g.startswith("sweep_")}
-    runs = list(next(iter(groups.values()), {}).get("runs", {}))
+    runs = [r for r in next(iter(groups.values()), {}).get("runs", {}) if not r.startswith("attack/")]
     if not runs:
         return None
     head = evaluation["headline"]
@@ -258,10 +258,24 @@ def _evaluation_markdown(ev: dict, aux_weight: float, plots: dict) -> list[str]:
     lines += [f"| model | run | ASR ↓ | CoT-ASR ↓ | over-refusal ↓ | accuracy ↑ |", "|---|---|---|---|---|---|"]
     for g, entry in main.items():
         for run, r in entry["runs"].items():
+            if run.startswith("attack/"):
+                continue
             h = r["judges"].get(head, {})
             lines.append(f"| {_group_label(g, aux_weight)} | {run} | {_ci(h.get('asr'))} | {_ci(h.get('cot_asr'))} | "
                          f"{_ci(h.get('over_refusal'))} | {_ci(r['accuracy'])} |")
     lines += ["", f"![metrics]({METRICS_PNG})" if plots.get("metrics") else "", ""]
+    attacks = [(g, run, r) for g, entry in main.items() for run, r in entry["runs"].items() if run.startswith("attack/")]
+    if attacks:
+        lines += [f"### Attacks on the harmful set (judge `{head}`)", "",
+                  "Each harmful prompt once per attack variant, CoT on; the attacker's prefill counts as the "
+                  "model's own text (jobs/evaluation/attacks.py).", "",
+                  "| model | attack | decoding | ASR ↓ | CoT-ASR ↓ | ASR (answer or CoT) ↓ |", "|---|---|---|---|---|---|"]
+        for g, run, r in attacks:
+            h = r["judges"].get(head, {})
+            _, name, dec = run.split("/", 2)
+            lines.append(f"| {_group_label(g, aux_weight)} | {name} | {dec} | {_ci(h.get('asr'))} | "
+                         f"{_ci(h.get('cot_asr'))} | {_ci(h.get('asr_any'))} |")
+        lines.append("")
     if len(ev["judges"]) > 1:
         lines += ["### Every judge", "", "| model | run | judge | ASR | CoT-ASR | ASR (answer or CoT) | over-refusal |",
                   "|---|---|---|---|---|---|---|"]

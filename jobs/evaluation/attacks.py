@@ -190,6 +190,11 @@ def attack_texts(tokenizer, prompt: str, attack: AttackConfig,
     return out
 
 
+def variant_count(attack: AttackConfig) -> int:
+    """How many prompts the attack makes of each harmful prompt."""
+    return len(_selected(attack))
+
+
 def chat_prompt_text(tokenizer, messages: list[dict], cfg: TemplateConfig | None = None) -> str:
     """The CoT-ON generation prompt for a whole conversation (the last message a user turn),
     family by family as `jobs.templates.prompt_texts` renders a single prompt (a test checks
