@@ -290,7 +290,8 @@ class JobService:
         queued jobs in order while quotas and resources allow. Returns counts."""
         out = {"stopped": self._enforce_deadlines(), "launched": 0}
         for r in self.store.unfinished():  # finished jobs free their owner's quota and their resources
-            self.refresh(r)
+            if self.refresh(r).status == JobStatus.PENDING:
+                self._relaunch_if_orphaned(r)
         active = self.store.unfinished()
         per_owner = Counter(r.owner for r in active)
         free = self._free_resources(active)
@@ -369,6 +370,25 @@ class JobService:
             self.before_launch(row)
         if self.settings.queue.test_launch_delay_s:
             time.sleep(self.settings.queue.test_launch_delay_s)
+        self._submit(row)
+        return True
+
+    def _relaunch_if_orphaned(self, row: JobRow) -> None:
+        """A PENDING job Ray has never heard of, launched a while ago: the process that
+        claimed it died between the record and the submit (a redeploy). Submit it again;
+        the submission id makes that idempotent if the first submit did arrive meanwhile."""
+        age = (_now() - row.launched_at).total_seconds() if row.launched_at else 0.0
+        if age < 5.0 + self.settings.queue.test_launch_delay_s:
+            return
+        try:
+            if self.launcher.state(row.submission_id).status is not None:
+                return
+        except Exception:  # noqa: BLE001 - Ray unreachable: try on a later pass
+            return
+        log.warning("presafe: job %s was claimed but never reached Ray; submitting it again", row.id)
+        self._submit(row)
+
+    def _submit(self, row: JobRow) -> None:
         config_path = Path(row.job_dir) / REQUEST_CONFIG
         try:
             _write_yaml(config_path, row.config)
@@ -378,14 +398,13 @@ class JobService:
             why = f"Ray did not accept the job: {type(e).__name__}: {e}"
             log.error("presafe: job %s: %s", row.id, why)
             self.store.transition(row.id, ACTIVE, status=JobStatus.FAILED.value, error=why, ended_at=_now())
-            return True
+            return
         now = self.store.get(row.id)
         if now is not None and now.status == JobStatus.CANCELLED.value:  # cancelled while we submitted
             try:
                 self.launcher.stop(row.submission_id)
             except Exception as e:  # noqa: BLE001
                 log.warning("presafe: stopping cancelled job %s: %s", row.id, e)
-        return True
 
     def _enforce_deadlines(self) -> int:
         limit = self.settings.job_limits.max_wall_clock_s

@@ -257,6 +257,18 @@ def test_a_record_called_lost_is_corrected_when_ray_reports_the_job(tmp_path):
     assert jobs.cancel(job.id, ALICE).status == JobStatus.CANCELLED and launcher.stopped == [sid]
 
 
+def test_a_job_claimed_by_a_replica_that_died_before_the_submit_is_submitted_again(tmp_path):
+    jobs, launcher = make(tmp_path)
+    job = submit(jobs)
+    jobs.store.transition(job.id, ("QUEUED",), status="PENDING",  # claimed 10 s ago, then the process died
+                          launched_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=10))
+    assert jobs.get(job.id, ALICE).status == JobStatus.PENDING  # within the grace period
+    jobs.schedule()
+    assert launcher.submitted == [(f"presafe-{job.id}", 1.0)] and jobs.get(job.id, ALICE).status == JobStatus.RUNNING
+    jobs.schedule()
+    assert len(launcher.submitted) == 1
+
+
 # -- limits and paths -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("key, value, limit", [
