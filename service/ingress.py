@@ -31,7 +31,10 @@ log = logging.getLogger("presafe.service")
 CLASSIFY_TIMEOUT_S = 30.0
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200, health_check_period_s=10)
+# On the head node (Ray's node:__internal_head__ resource): the dashboard's Jobs API, which
+# the service submits jobs to, listens on the head's loopback only (docs/scaling.md).
+@serve.deployment(ray_actor_options={"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}},
+                  max_ongoing_requests=200, health_check_period_s=10)
 @serve.ingress()
 class Ingress:
     def __init__(self, classifier: DeploymentHandle, settings: dict):

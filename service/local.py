@@ -105,6 +105,11 @@ def up(storage_path: str | None = None, port: int = 8000, address: str | None = 
         "ray_address": dashboard,
         "job_entrypoint_python": sys.executable,
         "job_env": {"HF_HUB_OFFLINE": "1", "PRESAFE_HOME": str(cache_dir())},
+        # one operator's service: any hub model or dataset (the job runs offline unless the
+        # cache has it), local models under the data roots; a shared deployment lists them
+        "paths": {"hub_models": ["*"], "hub_datasets": ["*"],
+                  "model_roots": [os.path.abspath(r) for r in data_roots] if data_roots is not None
+                  else [os.getcwd()]},
     }
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_app(settings), name=APP_NAME, route_prefix="/", blocking=False)
