@@ -56,6 +56,8 @@ REQUEST_CONFIG = "request.yaml"
 LOST = "driver lost: "
 """How a record Ray forgot begins its error; such a record is corrected if Ray reports the job later."""
 ACTIVE = (JobStatus.PENDING.value, JobStatus.RUNNING.value)
+LOST_RECHECK_S = 24 * 3600.0
+"""How long a lost record keeps asking Ray (one call per read) whether the job came back."""
 
 
 class JobConflict(PresafeError):
@@ -173,7 +175,8 @@ class JobService:
         called its driver lost: Ray may report that job later (a slow cluster, a network
         partition), and then the record follows Ray again."""
         status = JobStatus(row.status)
-        lost = status == JobStatus.FAILED and (row.error or "").startswith(LOST)
+        lost = (status == JobStatus.FAILED and (row.error or "").startswith(LOST) and row.ended_at is not None
+                and (_now() - row.ended_at).total_seconds() < LOST_RECHECK_S)
         if status == JobStatus.QUEUED or (status.finished and not lost):
             return self.to_record(row)
         summary = summarize_events(read_events(Path(row.job_dir) / "events.jsonl"))
@@ -307,7 +310,7 @@ class JobService:
             elif blocked_by is not None:
                 reason = f"behind job {blocked_by}, which waits for cluster resources"
             else:
-                short = _short(need, free)
+                short = _short(need, free, self.settings.queue.driver_num_cpus)
                 reason = f"waiting for cluster resources: {short}" if short else None
                 if short:
                     blocked_by = row.id  # no overtaking on resources: a big job would starve
@@ -439,18 +442,22 @@ class _Free(dict):
                 self[name] -= amount
 
 
-def _short(need: dict[str, float], free: dict[str, float] | None) -> str:
-    """'' when `need` fits in `free`, else what is missing ("CPU 2 (0.5 free)")."""
+def _short(need: dict[str, float], free: dict[str, float] | None, driver_cpus: float) -> str:
+    """'' when `need` fits in `free`, else what is missing ("CPU 2 (0.5 free)"). A job whose
+    stage needs a resource the cluster has none of (GPUs before the autoscaler adds a GPU
+    node) is the autoscaler's to place: only its driver must fit now, and only while no
+    running job of ours holds that resource (one scale-up at a time)."""
     if free is None:
         return ""
-    missing = []
-    for name, amount in need.items():
-        if name not in free:  # not in the cluster now: the autoscaler's to add, one job at a time
-            if getattr(free, "held", {}).get(name, 0) > 0:
-                missing.append(f"{name} {amount:g} (none in the cluster; a running job holds the ones added)")
-            continue
-        if amount > free[name] + 1e-9:
-            missing.append(f"{name} {amount:g} ({max(free[name], 0):g} free)")
+    absent = [name for name in need if name not in free]
+    if absent:
+        busy = [name for name in absent if getattr(free, "held", {}).get(name, 0) > 0]
+        if busy:
+            return ", ".join(f"{name} {need[name]:g} (none in the cluster yet; a running job holds the ones being "
+                             "added)" for name in busy)
+        need = {"CPU": driver_cpus}
+    missing = [f"{name} {amount:g} ({max(free[name], 0):g} free)" for name, amount in need.items()
+               if amount > free.get(name, 0.0) + 1e-9]
     return ", ".join(missing)
 
 

@@ -180,11 +180,11 @@ def test_gpus_the_cluster_lacks_go_to_the_autoscaler_one_job_at_a_time(tmp_path)
     jobs, launcher = make(tmp_path, queue={"max_running_per_owner": 10, "driver_num_cpus": 0})
     launcher.res = ({"CPU": 8.0}, {"CPU": 8.0})  # no GPU node up yet
     gpu = smoke()
-    gpu["align"]["scale"] = {"num_workers": 2, "use_gpu": True, "cpus_per_worker": 1.0}
+    gpu["align"]["scale"] = {"num_workers": 4, "use_gpu": True, "cpus_per_worker": 4.0}  # 16 CPUs: GPU nodes bring them
     a, b = (jobs.submit(JobCreate(config=gpu), ALICE)[0].id for _ in range(2))
     jobs.schedule()
     assert [s for s, _ in launcher.submitted] == [f"presafe-{a}"]
-    assert "GPU 2 (none in the cluster" in jobs.queue(ALICE).items[0].reason
+    assert "GPU 4 (none in the cluster yet" in jobs.queue(ALICE).items[0].reason
 
 
 def test_the_queue_survives_a_restart(tmp_path):
