@@ -42,6 +42,8 @@ from service.schemas import (
     JobReport,
     JobStatus,
     ModelList,
+    Promotion,
+    QueuePage,
 )
 
 __all__ = ["ApiError", "AuthError", "NotFound", "PresafeClient", "ServiceNotConfigured", "ServiceUnavailable"]
@@ -272,14 +274,16 @@ class PresafeClient:
     # -- jobs -----------------------------------------------------------------------------
 
     def submit(self, config: dict | str | Path, overrides: Iterable[str] = (), name: str | None = None,
-               idempotency_key: str | None = None) -> JobRecord:
-        """Submit a pipeline job. `config` is a dict or a YAML file's path; `overrides` are
-        `a.b=value` items applied as `presafe run` applies them (a bad one raises ConfigError).
-        The service validates the config (ApiError 422 names the field)."""
+               idempotency_key: str | None = None, priority: int = 0) -> JobRecord:
+        """Submit a pipeline job; it starts QUEUED. `config` is a dict or a YAML file's path;
+        `overrides` are `a.b=value` items applied as `presafe run` applies them (a bad one
+        raises ConfigError). The service validates the config (ApiError 422 names the field;
+        409 when `idempotency_key` was used before with another body)."""
         data, source = _read_config(config)
         for item in overrides:
             _apply_override(data, item, source)
-        body = _body(JobCreate, {"config": data, "name": name, "idempotency_key": idempotency_key})
+        body = _body(JobCreate, {"config": data, "name": name, "idempotency_key": idempotency_key,
+                                 "priority": priority})
         return self._parse(JobRecord, self._request("POST", "/jobs", json=body))
 
     def get(self, job_id: str) -> JobRecord:
@@ -288,6 +292,10 @@ class PresafeClient:
     def list(self, status: JobStatus | str | None = None, limit: int = 50, offset: int = 0) -> JobPage:
         params = {"status": status, "limit": limit, "offset": offset}
         return self._parse(JobPage, self._request("GET", "/jobs", params=params))
+
+    def queue(self) -> QueuePage:
+        """Your queued jobs (an admin's: all) in admission order, each with why it waits."""
+        return self._parse(QueuePage, self._request("GET", "/queue"))
 
     def logs(self, job_id: str, tail: int = 200) -> JobLogs:
         return self._parse(JobLogs, self._request("GET", f"/jobs/{_q(job_id)}/logs", params={"tail": tail}))
@@ -317,7 +325,7 @@ class PresafeClient:
     def wait(self, job_id: str, poll: float = 2.0, timeout: float | None = None,
              on_update: Callable[[JobRecord], None] | None = None) -> JobRecord:
         """Poll the job until it is finished (SUCCEEDED, FAILED or CANCELLED) and return its
-        last record; `on_update` gets every record polled. TimeoutError after `timeout` s."""
+        last record; `on_update` gets every record polled (QUEUED, then PENDING, RUNNING). TimeoutError after `timeout` s."""
         start = time.monotonic()
         while True:
             rec = self.get(job_id)
@@ -343,6 +351,10 @@ class PresafeClient:
 
     def models(self) -> ModelList:
         return self._parse(ModelList, self._request("GET", "/models"))
+
+    def promote(self, model_id: str) -> Promotion:
+        """Make a classifier the service's default, servable to every caller (admin token)."""
+        return self._parse(Promotion, self._request("POST", f"/models/{_q(model_id)}/promote"))
 
     # -- health -----------------------------------------------------------------------------
 

@@ -1,14 +1,18 @@
 """The `presafe` commands that talk to a presafe service (see `clients.cli` for the parser).
 
     presafe up [--port 8000] [--storage PATH] [--address RAY_ADDRESS] [--num-cpus N] | down
-    presafe jobs submit CONFIG [key=value ...] [--name N] [--idempotency-key K] [--wait]
-    presafe jobs list [--status S] [--limit N] | status ID [--json] | logs ID [--tail N]
-    presafe jobs cancel ID | resume ID [--wait] | report ID [--json]
+    presafe jobs submit CONFIG [key=value ...] [--name N] [--idempotency-key K] [--priority P] [--wait]
+    presafe jobs list [--status S] [--limit N] | status ID [--json] | logs ID [--tail N] | queue
+    presafe jobs cancel ID | resume ID [--wait] | report ID [--json] | promote ID   (admin)
     presafe classify "prompt" [--response TEXT] [--model ID] [--json]
     presafe models list          (embedded models, then the service's classifiers)
+    presafe tokens add NAME [--scopes S ...] [--max-running N] [--max-priority P] [--out FILE]
+    presafe tokens list | revoke NAME        (--file TOKENS_FILE; default: the `presafe up` one)
 
-Each takes `--url` / `--token` (else PRESAFE_URL / PRESAFE_TOKEN, else the service
-`presafe up` started). Errors are `PresafeError`s, printed by the CLI in one line.
+Each service command takes `--url` / `--token-file` (else PRESAFE_URL / PRESAFE_TOKEN,
+else the service `presafe up` started); `--token` works too but puts the token in the
+process arguments, which every user of the machine can read. Errors are `PresafeError`s,
+printed by the CLI in one line.
 """
 
 from __future__ import annotations
@@ -31,11 +35,13 @@ _client_factory = None
 def add_service_options(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("service")
     g.add_argument("--url", default=None, help="service URL (default: $PRESAFE_URL, else the `presafe up` service)")
-    g.add_argument("--token", default=None, help="API token (default: $PRESAFE_TOKEN, else the `presafe up` token)")
+    g.add_argument("--token", default=None, help="API token (default: $PRESAFE_TOKEN, else the `presafe up` token); "
+                   "prefer --token-file or $PRESAFE_TOKEN: arguments are visible to every user (ps)")
+    g.add_argument("--token-file", default=None, help="read the API token from this file")
 
 
 def add_parsers(sub) -> None:
-    """Register `up`, `down`, `jobs` and `classify` on the top-level subparsers."""
+    """Register `up`, `down`, `quickstart`, `jobs`, `classify` and `tokens` on the top-level subparsers."""
     up = sub.add_parser("up", help="start a local presafe service (Ray Serve) and print its URL and token")
     up.add_argument("--port", type=int, default=8000)
     up.add_argument("--storage", default=None, help="where jobs and the database live")
@@ -58,11 +64,12 @@ def add_parsers(sub) -> None:
     submit.add_argument("overrides", nargs="*", help="key=value overrides, e.g. align.aux.weight=0.5")
     submit.add_argument("--name", default=None, help="a label for people")
     submit.add_argument("--idempotency-key", default=None, help="resubmitting with the same key returns the same job")
+    submit.add_argument("--priority", type=int, default=0, help="higher runs first (at most the token's max_priority)")
     submit.add_argument("--wait", action="store_true", help="follow the job until it finishes (exit 1 if it fails)")
     submit.add_argument("--poll", type=float, default=2.0, help=argparse.SUPPRESS)
-    lst = jobs.add_parser("list", help="list jobs, newest first")
+    lst = jobs.add_parser("list", help="list your jobs (an admin's: all), newest first")
     lst.add_argument("--status", default=None, type=str.upper,
-                     choices=["PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"])
+                     choices=["QUEUED", "PENDING", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"])
     lst.add_argument("--limit", type=int, default=50)
     lst.add_argument("--offset", type=int, default=0)
     status = jobs.add_parser("status", help="one job's status")
@@ -80,8 +87,30 @@ def add_parsers(sub) -> None:
     report = jobs.add_parser("report", help="a finished job's report")
     report.add_argument("id")
     report.add_argument("--json", action="store_true", help="the report as JSON")
-    for p in (submit, lst, status, logs, cancel, resume, report):
+    queue = jobs.add_parser("queue", help="queued jobs in admission order, and why each waits")
+    promote = jobs.add_parser("promote", help="make a job's classifier the service's default, servable to "
+                                              "everyone (admin token)")
+    promote.add_argument("id", help="the job id (= its classifier's model id) or a registered model id")
+    for p in (submit, lst, status, logs, cancel, resume, report, queue, promote):
         add_service_options(p)
+
+    tokens = sub.add_parser("tokens", help="API tokens of a service's tokens file (the service re-reads it: no "
+                                           "redeploy)").add_subparsers(dest="action", required=True)
+    add = tokens.add_parser("add", help="make a token for NAME; it is printed once (or written to --out)")
+    add.add_argument("name")
+    add.add_argument("--scopes", nargs="+", default=None, choices=["jobs:read", "jobs:write", "classify", "admin"],
+                     help="default: jobs:read jobs:write classify")
+    add.add_argument("--max-running", type=int, default=None, help="jobs of NAME running at once (default: the "
+                                                                  "service's queue.max_running_per_owner)")
+    add.add_argument("--max-priority", type=int, default=0, help="highest priority NAME's jobs may ask for")
+    add.add_argument("--replace", action="store_true", help="revoke NAME's token and make a new one")
+    add.add_argument("--out", default=None, help="write the token to this file (mode 600) instead of printing it")
+    tokens.add_parser("list", help="names, scopes and quotas (never tokens: the file holds only hashes)")
+    revoke = tokens.add_parser("revoke", help="revoke NAME's token (the service refuses it on the next request)")
+    revoke.add_argument("name")
+    for p in tokens.choices.values():
+        p.add_argument("--file", default=None, help="the tokens file (default: $PRESAFE_TOKENS_FILE, else the "
+                                                     "`presafe up` service's)")
 
     clf = sub.add_parser("classify", help="decide refuse/comply with the service's classifier")
     clf.add_argument("prompt")
@@ -92,11 +121,16 @@ def add_parsers(sub) -> None:
 
 
 def _client(args) -> PresafeClient:
+    token = args.token
+    if getattr(args, "token_file", None):
+        from pathlib import Path
+
+        token = Path(args.token_file).expanduser().read_text().strip()
     if _client_factory is not None:
-        return _client_factory(url=args.url, token=args.token)
+        return _client_factory(url=args.url, token=token)
     from clients.client import PresafeClient
 
-    return PresafeClient(url=args.url, token=args.token)
+    return PresafeClient(url=args.url, token=token)
 
 
 # -- up / down ---------------------------------------------------------------------------
@@ -155,12 +189,13 @@ def quickstart_command(args) -> int:
 
 def jobs_command(args) -> int:
     return {"submit": _submit, "list": _list, "status": _status, "logs": _logs, "cancel": _cancel,
-            "resume": _resume, "report": _report}[args.action](args)
+            "resume": _resume, "report": _report, "queue": _queue, "promote": _promote}[args.action](args)
 
 
 def _submit(args) -> int:
     with _client(args) as c:
-        rec = c.submit(args.config, args.overrides, name=args.name, idempotency_key=args.idempotency_key)
+        rec = c.submit(args.config, args.overrides, name=args.name, idempotency_key=args.idempotency_key,
+                       priority=getattr(args, "priority", 0))
         print(rec.id)
         if not args.wait:
             return 0
@@ -311,6 +346,28 @@ def _logs(args) -> int:
     return 0
 
 
+def _queue(args) -> int:
+    with _client(args) as c:
+        page = c.queue()
+    if not page.items:
+        print(f"none of your jobs is queued ({page.total} queued in all)")
+        return 0
+    rows = [["POS", "ID", "OWNER", "PRIORITY", "QUEUED", "WAITING FOR"]]
+    rows += [[str(e.position), e.id, e.owner or "-", str(e.priority), _when(e.created_at), e.reason or "-"]
+             for e in page.items]
+    print(_table(rows))
+    print(f"({page.total} queued in all)")
+    return 0
+
+
+def _promote(args) -> int:
+    with _client(args) as c:
+        p = c.promote(args.id)
+    print(f"{p.model} is the service's default classifier now (promoted by {p.promoted_by} at "
+          f"{_when(p.promoted_at)})")
+    return 0
+
+
 def _cancel(args) -> int:
     from service.schemas import JobStatus
 
@@ -369,6 +426,52 @@ def _pct(v) -> str:
     return f"{v:.1%}" if isinstance(v, (int, float)) else "-"
 
 
+# -- tokens ------------------------------------------------------------------------------
+
+def tokens_command(args) -> int:
+    """`presafe tokens add | list | revoke`: edit a tokens file (hashes only)."""
+    import os
+    from pathlib import Path
+
+    from service import tokens as tf
+    from service.local import read_state, tokens_file
+
+    path = args.file or os.environ.get("PRESAFE_TOKENS_FILE")
+    if path is None:
+        state = read_state()
+        if state is None:
+            from jobs.errors import ConfigError
+
+            raise ConfigError("which tokens file? pass --file or set PRESAFE_TOKENS_FILE (no `presafe up` service "
+                              "here to default to)")
+        path = str(tokens_file(state.storage_path))
+    if args.action == "add":
+        token = tf.add_token(path, args.name, args.scopes, args.max_running, args.max_priority, args.replace)
+        if args.out:
+            tf.write_private(Path(args.out).expanduser(), token + "\n")
+            print(f"token for {args.name} written to {args.out} (mode 600); its hash is in {path}")
+        else:
+            print(token)
+            print(f"(shown once; its hash is in {path}: use it with --token-file or PRESAFE_TOKEN)", file=sys.stderr)
+        return 0
+    if args.action == "revoke":
+        if not tf.revoke_token(path, args.name):
+            from jobs.errors import PresafeError
+
+            raise PresafeError(f"{path}: no token named {args.name!r}")
+        print(f"revoked {args.name}: the service refuses its token from the next request on")
+        return 0
+    specs = tf.read_tokens(path)
+    if not specs:
+        print(f"no tokens in {path}")
+        return 0
+    rows = [["NAME", "SCOPES", "MAX RUNNING", "MAX PRIORITY"]]
+    rows += [[t.name, ",".join(t.scopes), "-" if t.max_running_jobs is None else str(t.max_running_jobs),
+              str(t.max_priority)] for t in specs]
+    print(_table(rows))
+    return 0
+
+
 # -- classify / models -------------------------------------------------------------------
 
 def classify_command(args) -> int:
@@ -402,9 +505,10 @@ def service_models(args) -> None:
     print(f"service {url}: {len(models.items)} classifier(s)")
     if not models.items:
         return
-    rows = [["", "ID", "SOURCE", "BACKBONE", "THRESHOLD", "PATH"]]
+    rows = [["", "ID", "SOURCE", "OWNER", "BACKBONE", "THRESHOLD", "PATH"]]
     for m in models.items:
-        rows.append(["*" if m.id == models.default else "", m.id, m.source, m.backbone or "-",
+        source = m.source + (", promoted" if m.promoted else "")
+        rows.append(["*" if m.id == models.default else "", m.id, source, m.owner or "-", m.backbone or "-",
                      "-" if m.threshold is None else f"{m.threshold:.3f}", m.path])
     print(_table(rows))
     if models.default:

@@ -1,12 +1,15 @@
 """The REST API (`/v1`) as a FastAPI app built from plain objects: no Ray in here.
 
-    app = create_api(settings, jobs=JobService(...), models=ModelRegistry(settings),
-                     classify=async_fn, ready=fn)
+    app = create_api(settings, jobs=JobService(...), models=ModelRegistry(settings, store),
+                     classify=async_fn, ready=fn, auth=Authenticator(settings))
 
 The Serve ingress deployment (`service.ingress`) builds it with the Ray job launcher
 and a handle to the classifier deployment; tests build it with fakes or in-process
 objects. Every error is JSON `{"detail": ...}`: 401/403 name the token problem, 404
 the missing thing, 409 the state that blocks the request, 413 the limit, 422 the field.
+
+Jobs and classifiers belong to the caller's principal: another principal's are 404, as
+if they did not exist; an `admin` token sees and acts on all of them.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 
 from jobs.errors import ConfigError, PresafeError
-from service.auth import Authenticator
+from service.auth import Authenticator, Principal
 from service.classifiers import (
     ClassifierUnavailable,
     ModelRegistry,
@@ -44,6 +47,8 @@ from service.schemas import (
     JobReport,
     JobStatus,
     ModelList,
+    Promotion,
+    QueuePage,
 )
 from service.settings import ServiceSettings
 from service.store import JobNotFound
@@ -59,20 +64,13 @@ _ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404, 409, 413, 422,
 
 
 def create_api(settings: ServiceSettings, jobs: JobService, models: ModelRegistry, classify: ClassifyFn,
-               ready: ReadyFn) -> FastAPI:
+               ready: ReadyFn, auth: Authenticator | None = None) -> FastAPI:
     app = FastAPI(title="presafe", version="0.1.0", responses=_ERRORS,
                   description="Safety decisions before chain-of-thought: alignment jobs and the decision classifier.")
-    auth = Authenticator(settings)
+    auth = auth or Authenticator(settings)
     limits = settings.limits
-    read, write, clf = (auth.dependency(s) for s in ("jobs:read", "jobs:write", "classify"))
-
-    @app.middleware("http")
-    async def body_limit(request: Request, call_next):
-        size = request.headers.get("content-length")
-        if size is not None and size.isdigit() and int(size) > limits.request_max_bytes:
-            return JSONResponse({"detail": f"request body of {size} bytes is over the limit of "
-                                           f"{limits.request_max_bytes} bytes"}, status_code=413)
-        return await call_next(request)
+    read, write, clf, admin = (auth.dependency(s) for s in ("jobs:read", "jobs:write", "classify", "admin"))
+    app.add_middleware(BodyLimit, max_bytes=limits.request_max_bytes)
 
     @app.exception_handler(PresafeError)
     async def presafe_error(request: Request, exc: PresafeError):
@@ -92,68 +90,82 @@ def create_api(settings: ServiceSettings, jobs: JobService, models: ModelRegistr
     # -- jobs -------------------------------------------------------------------------------
     @app.post("/v1/jobs", response_model=JobRecord, status_code=201, tags=["jobs"],
               responses={200: {"model": JobRecord, "description": "the job of an idempotency key used before"}})
-    def submit_job(body: JobCreate, owner: str = Depends(write)):
-        record, created = jobs.submit(body, owner)
+    def submit_job(body: JobCreate, caller: Principal = Depends(write)):
+        record, created = jobs.submit(body, caller)
         if created:
             return record
         return JSONResponse(record.model_dump(mode="json"), status_code=200)
 
     @app.get("/v1/jobs", response_model=JobPage, tags=["jobs"])
-    def list_jobs(status: JobStatus | None = None, limit: int = Query(50, ge=1), offset: int = Query(0, ge=0),
-                  _: str = Depends(read)):
-        if limit > limits.page_max:
-            raise RequestValidationError([{"loc": ("query", "limit"), "type": "less_than_equal",
-                                           "msg": f"limit must be <= {limits.page_max}", "input": limit}])
-        return jobs.list(status, limit, offset)
+    def list_jobs(status: JobStatus | None = None, limit: int = Query(50, ge=1, le=2**31),
+                  offset: int = Query(0, ge=0, le=2**62), caller: Principal = Depends(read)):
+        for name, value, most in (("limit", limit, limits.page_max), ("offset", offset, limits.offset_max)):
+            if value > most:
+                raise RequestValidationError([{"loc": ("query", name), "type": "less_than_equal",
+                                               "msg": f"{name} must be <= {most}", "input": value}])
+        return jobs.list(status, limit, offset, caller)
+
+    @app.get("/v1/queue", response_model=QueuePage, tags=["jobs"],
+             summary="Queued jobs in admission order, with their position and why each waits")
+    def job_queue(caller: Principal = Depends(read)):
+        return jobs.queue(caller)
 
     @app.get("/v1/jobs/{job_id}", response_model=JobRecord, tags=["jobs"])
-    def get_job(job_id: str, _: str = Depends(read)):
-        return jobs.get(job_id)
+    def get_job(job_id: str, caller: Principal = Depends(read)):
+        return jobs.get(job_id, caller)
 
     @app.get("/v1/jobs/{job_id}/logs", response_model=JobLogs, tags=["jobs"])
-    def job_logs(job_id: str, tail: int = Query(200, ge=1), _: str = Depends(read)):
-        return jobs.logs(job_id, min(tail, limits.logs_max_lines))
+    def job_logs(job_id: str, tail: int = Query(200, ge=1, le=2**31), caller: Principal = Depends(read)):
+        return jobs.logs(job_id, min(tail, limits.logs_max_lines), caller)
 
     @app.get("/v1/jobs/{job_id}/report", response_model=JobReport, tags=["jobs"])
-    def job_report(job_id: str, request: Request, _: str = Depends(read)):
+    def job_report(job_id: str, request: Request, caller: Principal = Depends(read)):
         import json
 
-        folder = jobs.report_dir(job_id)
+        folder = jobs.report_dir(job_id, caller)
         base = f"/v1/jobs/{job_id}/report"
         plots = {Path(p).stem: f"{base}/plots/{p}" for p in PLOTS if (folder / p).is_file()}
         return JobReport(job_id=job_id, report=json.loads((folder / "report.json").read_text()), plots=plots,
                          markdown_url=f"{base}.md" if (folder / "report.md").is_file() else None)
 
     @app.get("/v1/jobs/{job_id}/report.md", response_class=PlainTextResponse, tags=["jobs"])
-    def job_report_markdown(job_id: str, _: str = Depends(read)):
-        return PlainTextResponse((jobs.report_dir(job_id) / "report.md").read_text(), media_type="text/markdown")
+    def job_report_markdown(job_id: str, caller: Principal = Depends(read)):
+        return PlainTextResponse((jobs.report_dir(job_id, caller) / "report.md").read_text(), media_type="text/markdown")
 
     @app.get("/v1/jobs/{job_id}/report/plots/{name}", response_class=FileResponse, tags=["jobs"])
-    def job_plot(job_id: str, name: str, _: str = Depends(read)):
+    def job_plot(job_id: str, name: str, caller: Principal = Depends(read)):
         if name not in PLOTS:
             raise JobNotFound(f"no plot {name!r}; plots: {', '.join(PLOTS)}")
-        path = jobs.report_dir(job_id) / name
+        path = jobs.report_dir(job_id, caller) / name
         if not path.is_file():
             raise JobNotFound(f"job {job_id} has no {name}")
         return FileResponse(path, media_type="image/png")
 
     @app.post("/v1/jobs/{job_id}/resume", response_model=JobRecord, tags=["jobs"],
               summary="Start a FAILED or CANCELLED job again; stages it completed are not redone")
-    def resume_job(job_id: str, _: str = Depends(write)):
-        return jobs.resume(job_id)
+    def resume_job(job_id: str, caller: Principal = Depends(write)):
+        return jobs.resume(job_id, caller)
 
-    @app.delete("/v1/jobs/{job_id}", response_model=JobRecord, tags=["jobs"])
-    def cancel_job(job_id: str, _: str = Depends(write)):
-        return jobs.cancel(job_id)
+    @app.delete("/v1/jobs/{job_id}", response_model=JobRecord, tags=["jobs"],
+                summary="Cancel a job: a queued one leaves the queue, a launched one is stopped in Ray")
+    def cancel_job(job_id: str, caller: Principal = Depends(write)):
+        return jobs.cancel(job_id, caller)
 
     # -- classifier -------------------------------------------------------------------------
     @app.get("/v1/models", response_model=ModelList, tags=["classifier"])
-    def list_models(_: str = Depends(clf)):
-        return models.models()
+    def list_models(caller: Principal = Depends(clf)):
+        return models.models(caller)
+
+    @app.post("/v1/models/{model_id}/promote", response_model=Promotion, tags=["classifier"],
+              summary="Make a classifier the default of /v1/classify and servable to every caller (admin)")
+    def promote_model(model_id: str, caller: Principal = Depends(admin)):
+        promotion = models.promote(model_id, caller.name)
+        log.info("presafe: %s promoted classifier %s", caller.name, model_id)
+        return promotion
 
     @app.post("/v1/classify", response_model=ClassifyResponse, tags=["classifier"],
               responses={413: {"model": ErrorBody}})
-    async def classify_items(body: ClassifyRequest, _: str = Depends(clf)):
+    async def classify_items(body: ClassifyRequest, caller: Principal = Depends(clf)):
         if len(body.items) > limits.classify_max_items:
             return JSONResponse({"detail": f"{len(body.items)} items: at most {limits.classify_max_items} "
                                            "per request (limits.classify_max_items)"}, status_code=413)
@@ -164,7 +176,7 @@ def create_api(settings: ServiceSettings, jobs: JobService, models: ModelRegistr
                   if len(text) > limits.classify_max_chars]
         if errors:
             raise RequestValidationError(errors)
-        model_id, path = await asyncio.to_thread(models.resolve, body.model)  # reads the disk now and then
+        model_id, path = await asyncio.to_thread(models.resolve, body.model, caller)  # reads the disk now and then
         decisions = await classify(path, [i.prompt for i in body.items], [i.response for i in body.items])
         return ClassifyResponse(model=model_id, decisions=decisions)
 
@@ -175,12 +187,54 @@ def create_api(settings: ServiceSettings, jobs: JobService, models: ModelRegistr
 
     @app.get("/v1/readyz", response_model=Health, tags=["health"], responses={503: {"model": Health}})
     async def readyz():
-        checks = await ready()
+        # unauthenticated: "ok" or "error" per check; the cause goes to the service log only
+        checks = {name: "ok" if v == "ok" else "error" for name, v in (await ready()).items()}
         ok = all(v == "ok" for v in checks.values())
         health = Health(status="ready" if ok else "not ready", checks=checks)
         return health if ok else JSONResponse(health.model_dump(), status_code=503)
 
     return app
+
+
+class BodyLimit:
+    """Refuses a request body over `max_bytes` with 413, counting the bytes actually read,
+    so a chunked body (no Content-Length) or a lying Content-Length cannot get past it. The
+    body is read here (at most max_bytes are held) and replayed to the app."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            return await self._refuse(scope, send, f"request body of {int(declared)} bytes")
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.max_bytes:
+                return await self._refuse(scope, send, "request body")
+            chunks.append(body)
+            more = message.get("more_body", False)
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+    async def _refuse(self, scope, send, what: str) -> None:
+        await JSONResponse({"detail": f"{what} is over the limit of {self.max_bytes} bytes (limits.request_max_bytes)"},
+                           status_code=413, headers={"Connection": "close"})(scope, None, send)
 
 
 def _key_path(key: str) -> list[str | int]:

@@ -2,7 +2,11 @@
 
 - `ModelRegistry`: the classifiers trained by jobs (`<storage_path>/jobs/<id>/classifier`,
   id = the job id) and those registered in settings (`model_dirs`: id -> folder), each
-  with the metrics of its `meta.json`; resolves a request's model id to a folder.
+  with the metrics of its `meta.json`; resolves a request's model id to a folder. A job's
+  classifier is visible to the job's owner (and admins); registered ones and those an
+  admin promoted are visible to everyone. The default is the latest promotion (else the
+  settings' `default_classifier`): it changes only by an admin's action, never because a
+  newer job finished.
 - `ClassifierPool`: loads a classifier once and keeps it (least recently used out
   first), and scores many requests in one forward pass per model: what the Serve
   deployment's `@serve.batch` method calls.
@@ -18,7 +22,8 @@ from pathlib import Path
 from jobs.classifier.model import META, DecisionClassifier
 from jobs.errors import PresafeError
 from jobs.stages.signals import CLASSIFIER as JOB_CLASSIFIER
-from service.schemas import Decision, ModelInfo, ModelList
+from service.auth import Principal
+from service.schemas import Decision, ModelInfo, ModelList, Promotion
 from service.settings import ServiceSettings
 
 
@@ -39,10 +44,12 @@ class ModelRegistry:
     /v1/classify resolves its model from a listing at most `ttl_s` old (a listing reads
     every job's meta.json: per request it would cost more than the forward pass for a
     service with many jobs); an id that is not in it triggers a fresh listing first (at most
-    4 per second), so a job's classifier is servable within moments of the job publishing it."""
+    4 per second), so a job's classifier is servable within moments of the job publishing it.
+    `store` (a JobStore) gives owners and promotions; without one every job's classifier is
+    everyone's and nothing is promoted (tests of the listing alone)."""
 
-    def __init__(self, settings: ServiceSettings, ttl_s: float = 2.0):
-        self.settings, self.ttl_s = settings, ttl_s
+    def __init__(self, settings: ServiceSettings, store=None, ttl_s: float = 2.0):
+        self.settings, self.store, self.ttl_s = settings, store, ttl_s
         self._cached: tuple[float, ModelList] | None = None
 
     def _listing(self, fresh: bool = False) -> ModelList:
@@ -50,7 +57,7 @@ class ModelRegistry:
         age = now - self._cached[0] if self._cached else None
         # a miss re-lists at most 4 times a second, so requests for unknown ids cannot defeat the cache
         if self._cached is None or age > self.ttl_s or (fresh and age > min(0.25, self.ttl_s)):
-            self._cached = (now, self.models())
+            self._cached = (now, self._all())
         return self._cached[1]
 
     def _job_models(self) -> list[tuple[str, Path]]:
@@ -58,39 +65,69 @@ class ModelRegistry:
         found = [(d.name, d / JOB_CLASSIFIER) for d in jobs.glob("*") if (d / JOB_CLASSIFIER / META).is_file()]
         return sorted(found, key=lambda x: (x[1] / META).stat().st_mtime, reverse=True)  # newest first
 
-    def models(self) -> ModelList:
-        items = [_info(i, p, "job") for i, p in self._job_models()]
-        items += [_info(i, Path(p), "registered") for i, p in self.settings.model_dirs.items()
+    def _all(self) -> ModelList:
+        """Every classifier with its owner and promotion, and the default."""
+        found = self._job_models()
+        owners = self.store.owners([i for i, _ in found]) if self.store is not None else {}
+        promoted = {p.model_id for p in self.store.promotions()} if self.store is not None else set()
+        items = [_info(i, p, "job", owners.get(i), i in promoted) for i, p in found]
+        items += [_info(i, Path(p), "registered", None, i in promoted) for i, p in self.settings.model_dirs.items()
                   if (Path(p) / META).is_file()]
         return ModelList(items=items, default=self._default_id(items))
 
     def _default_id(self, items: list[ModelInfo]) -> str | None:
-        if self.settings.default_classifier:
-            return self.settings.default_classifier
-        return items[0].id if items else None
+        known = {m.id for m in items}
+        for p in self.store.promotions() if self.store is not None else []:
+            if p.model_id in known:  # a promoted job's folder may have been deleted since
+                return p.model_id
+        return self.settings.default_classifier
 
-    def resolve(self, model_id: str | None) -> tuple[str, str]:
-        """(id, folder) for a request's model (None: the default)."""
+    def _visible(self, m: ModelInfo, caller: Principal | None) -> bool:
+        if caller is None or caller.admin or self.store is None:
+            return True
+        return (m.source == "registered" or m.promoted or m.owner == caller.name
+                or m.id == self.settings.default_classifier)
+
+    def models(self, caller: Principal | None = None) -> ModelList:
+        """The classifiers the caller may use (None: all)."""
+        listing = self._all()
+        self._cached = (time.monotonic(), listing)
+        return ModelList(items=[m for m in listing.items if self._visible(m, caller)], default=listing.default)
+
+    def promote(self, model_id: str, by: str) -> Promotion:
+        """Make a classifier the service's default, servable to everyone (admins only)."""
+        if self.store is None:
+            raise NoClassifier("promotions need the job store")
+        if all(m.id != model_id for m in self._listing(fresh=True).items):
+            raise UnknownModel(f"model {model_id!r} not found; see GET /v1/models")
+        p = self.store.promote(model_id, by)
+        self._cached = None
+        return Promotion(model=p.model_id, promoted_by=p.promoted_by, promoted_at=p.promoted_at)
+
+    def resolve(self, model_id: str | None, caller: Principal | None = None) -> tuple[str, str]:
+        """(id, folder) for a request's model (None: the default). A model the caller may
+        not use is "not found", like one that does not exist."""
         listing = self._listing()
         wanted = model_id or listing.default
         if wanted is None or all(m.id != wanted for m in listing.items):
             listing = self._listing(fresh=True)
         model_id = model_id or listing.default
         if model_id is None:
-            raise NoClassifier("no classifier to serve yet: run a job that trains one (signals.train) "
-                               "or register a folder in the service settings (model_dirs)")
-        for m in listing.items:
+            raise NoClassifier("no default classifier: name one (GET /v1/models lists yours), or ask an admin "
+                               "to promote one (POST /v1/models/{id}/promote) or set default_classifier")
+        visible = [m for m in listing.items if self._visible(m, caller)]
+        for m in visible:
             if m.id == model_id:
                 return m.id, m.path
-        known = ", ".join(m.id for m in listing.items) or "none"
-        raise UnknownModel(f"model {model_id!r} not found (known: {known}); see GET /v1/models")
+        known = ", ".join(m.id for m in visible) or "none"
+        raise UnknownModel(f"model {model_id!r} not found (yours: {known}); see GET /v1/models")
 
 
-def _info(model_id: str, path: Path, source: str) -> ModelInfo:
+def _info(model_id: str, path: Path, source: str, owner: str | None = None, promoted: bool = False) -> ModelInfo:
     meta = json.loads((path / META).read_text())
     backbone = (meta.get("config") or {}).get("model", {}).get("backbone")
-    return ModelInfo(id=model_id, path=str(path), source=source, backbone=backbone,
-                     threshold=meta.get("threshold"), metrics=meta.get("metrics", {}))
+    return ModelInfo(id=model_id, path=str(path), source=source, backbone=backbone, owner=owner,
+                     promoted=promoted, threshold=meta.get("threshold"), metrics=meta.get("metrics", {}))
 
 
 class ClassifierPool:

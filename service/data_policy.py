@@ -1,8 +1,9 @@
 """Which files a submitted job config may read: only those under the service's data roots.
 
 A config reaches the service from the network, so every `DataSource.path` in it is
-checked before the job is recorded: `builtin:` sets (presafe writes them) and `hf:`
-dataset names pass; a file path must resolve, symlinks followed, to a place inside one
+checked before the job is recorded: `builtin:` sets (presafe writes them) pass, `hf:`
+datasets when their name matches one of the operator's patterns (`paths.hub_datasets`;
+the job downloads them with the cluster's network and credentials); a file path must resolve, symlinks followed, to a place inside one
 of `ServiceSettings.data_roots`. Relative paths are looked up under each root in turn
 and rewritten to the absolute path that was checked, so the job reads exactly that file.
 """
@@ -10,6 +11,7 @@ and rewritten to the absolute path that was checked, so the job reads exactly th
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import os
 from pathlib import Path
 
@@ -35,13 +37,20 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
-def confine_data_paths(cfg, roots: list[str]) -> None:
+def confine_data_paths(cfg, roots: list[str], hub_datasets: list[str] | None = None) -> None:
     """Check (and make absolute) every data path of `cfg` in place; ConfigError names the
-    key path of the first one outside the roots."""
+    key path of the first one outside the roots. `hub_datasets`: fnmatch patterns of the
+    `hf:` names allowed (None: any)."""
     real_roots = [Path(os.path.realpath(r)) for r in roots]
     for key, src in data_sources(cfg):
-        if src.path.startswith(("builtin:", "hf:")):
+        if src.path.startswith("builtin:"):
             continue
+        if src.path.startswith("hf:"):
+            name = src.path.removeprefix("hf:")
+            if hub_datasets is None or any(fnmatch.fnmatchcase(name, p) for p in hub_datasets):
+                continue
+            raise ConfigError(f"{key}.path: {src.path!r}: this hub dataset is not allowed (paths.hub_datasets: "
+                              f"{hub_datasets or 'none'})", key=f"{key}.path")
         raw = Path(src.path).expanduser()
         candidates = [raw] if raw.is_absolute() else [Path(r) / raw for r in roots]
         resolved = None

@@ -52,7 +52,10 @@ class RayJobLauncher:
             self._client = JobSubmissionClient(self.address)
         return self._client
 
-    def submit(self, submission_id: str, config_path: str, extra_env: dict[str, str] | None = None) -> None:
+    def submit(self, submission_id: str, config_path: str, extra_env: dict[str, str] | None = None,
+               num_cpus: float = 0.0) -> None:
+        """Start the driver; it reserves `num_cpus` (entrypoint_num_cpus) so Ray does not
+        place more drivers and workers on a node than it has cores for."""
         runtime_env: dict = {"env_vars": {**self.env, **(extra_env or {})}}
         if self.working_dir:
             runtime_env["working_dir"] = self.working_dir
@@ -65,7 +68,7 @@ class RayJobLauncher:
             entrypoint = f"env -u OMP_NUM_THREADS {entrypoint}"
         try:
             self.client.submit_job(entrypoint=entrypoint, submission_id=submission_id, runtime_env=runtime_env,
-                                   entrypoint_num_cpus=0, metadata={"presafe": "pipeline"})
+                                   entrypoint_num_cpus=num_cpus, metadata={"presafe": "pipeline"})
         except RuntimeError as e:
             # A retried submit of a job that is already there: not an error, not a second job.
             if "already exists" not in str(e):
@@ -79,6 +82,15 @@ class RayJobLauncher:
                 return DriverState(None, "the Ray cluster has no record of this job")
             raise
         return DriverState(_RAY_TO_PRESAFE[str(info.status.value)], info.message or "")
+
+    def resources(self) -> tuple[dict[str, float], dict[str, float]] | None:
+        """(total, available) resources of the Ray cluster this process is connected to
+        (the service's own; None when not connected)."""
+        import ray
+
+        if not ray.is_initialized():
+            return None
+        return ray.cluster_resources(), ray.available_resources()
 
     def logs(self, submission_id: str) -> str:
         return self.client.get_job_logs(submission_id)

@@ -5,7 +5,8 @@
     down()
 
 `up` is idempotent: with a healthy service already up it returns that one. It writes a
-fresh token (only its hash goes into the service's tokens file) and records the URL and
+fresh admin token named `local` (only its hash goes into the service's tokens file, beside
+the tokens `presafe tokens add` made there) and records the URL and
 token in `$PRESAFE_HOME/service/up.json` (mode 600), which the client and CLI read when
 no URL or token is given.
 """
@@ -22,11 +23,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
-import yaml
 
 from jobs.errors import PresafeError
 from jobs.models.embedded import cache_dir
-from service.settings import hash_token, new_token
+from service.settings import ADMIN, ALL_SCOPES
+from service.tokens import add_token, write_private
 
 APP_NAME = "presafe"
 DASHBOARD_PORT = 8265
@@ -94,9 +95,8 @@ def up(storage_path: str | None = None, port: int = 8000, address: str | None = 
     if not ctx.dashboard_url:
         raise PresafeError(f"the Ray cluster at {address} runs no dashboard: the service needs its Jobs API")
     dashboard = f"http://{ctx.dashboard_url}"
-    token = new_token()
-    tokens = storage / "service_tokens.yaml"
-    _write_private(tokens, yaml.safe_dump([{"name": "local", "sha256": hash_token(token)}]))
+    tokens = tokens_file(storage)
+    token = add_token(tokens, "local", [*ALL_SCOPES, ADMIN], replace=True)  # the operator of this machine
     settings = {
         "storage_path": str(storage),
         # absolute: the replicas resolve paths in their own working directory, not the caller's
@@ -105,6 +105,11 @@ def up(storage_path: str | None = None, port: int = 8000, address: str | None = 
         "ray_address": dashboard,
         "job_entrypoint_python": sys.executable,
         "job_env": {"HF_HUB_OFFLINE": "1", "PRESAFE_HOME": str(cache_dir())},
+        # one operator's service: any hub model or dataset (the job runs offline unless the
+        # cache has it), local models under the data roots; a shared deployment lists them
+        "paths": {"hub_models": ["*"], "hub_datasets": ["*"],
+                  "model_roots": [os.path.abspath(r) for r in data_roots] if data_roots is not None
+                  else [os.getcwd()]},
     }
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_app(settings), name=APP_NAME, route_prefix="/", blocking=False)
@@ -116,7 +121,7 @@ def up(storage_path: str | None = None, port: int = 8000, address: str | None = 
                                "/tmp/ray/session_latest/logs/serve/")
         time.sleep(1)
     svc = LocalService(url, token, dashboard, str(storage), started_ray)
-    _write_private(state_file(), json.dumps(asdict(svc), indent=2))
+    write_private(state_file(), json.dumps(asdict(svc), indent=2))
     return svc
 
 
@@ -140,11 +145,6 @@ def down() -> bool:
     return True
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write a file only the user can read (it holds a token or token hashes), atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+def tokens_file(storage: str | Path) -> Path:
+    """The tokens file of a `presafe up` service (what `presafe tokens` edits by default)."""
+    return Path(storage) / "service_tokens.yaml"

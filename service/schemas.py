@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class JobStatus(str, Enum):
+    QUEUED = "QUEUED"
+    """Recorded, waiting for the scheduler (owner quota, cluster resources); not in Ray yet."""
     PENDING = "PENDING"
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
@@ -32,7 +34,9 @@ class JobCreate(BaseModel):
     config: dict[str, Any] = Field(description="pipeline config; the service sets `storage_path` and `job_id` (any given are replaced)")
     name: str | None = Field(None, max_length=200, description="a label for people")
     idempotency_key: str | None = Field(None, min_length=1, max_length=200,
-                                        description="the same key (per token) returns the same job")
+                                        description="the same key (per token) returns the same job; "
+                                                    "the same key with another body is 409")
+    priority: int = Field(0, ge=0, le=100, description="higher runs first; at most the token's max_priority")
 
 
 class Progress(BaseModel):
@@ -61,6 +65,24 @@ class JobRecord(BaseModel):
     submission_id: str = Field(description="the Ray job submission id")
     idempotency_key: str | None = None
     config: dict[str, Any] = Field(default_factory=dict)
+    priority: int = 0
+    queue_reason: str | None = Field(None, description="QUEUED: why it waits")
+    launched_at: datetime | None = Field(None, description="when the scheduler handed it to Ray")
+
+
+class QueueEntry(BaseModel):
+    position: int = Field(description="1 = admitted next (all owners' queued jobs count)")
+    id: str
+    owner: str | None = None
+    name: str | None = None
+    priority: int
+    reason: str | None = Field(None, description="why it waits")
+    created_at: datetime
+
+
+class QueuePage(BaseModel):
+    items: list[QueueEntry] = Field(description="the caller's queued jobs (an admin's: all), in admission order")
+    total: int = Field(description="queued jobs of all owners")
 
 
 class JobPage(BaseModel):
@@ -109,6 +131,8 @@ class ModelInfo(BaseModel):
     id: str
     path: str
     source: str = Field(description='"job" (trained by a job) or "registered"')
+    owner: str | None = Field(None, description="the principal whose job trained it")
+    promoted: bool = Field(False, description="an admin made it servable to everyone (POST /v1/models/{id}/promote)")
     backbone: str | None = None
     threshold: float | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
@@ -116,7 +140,14 @@ class ModelInfo(BaseModel):
 
 class ModelList(BaseModel):
     items: list[ModelInfo]
-    default: str | None = None
+    default: str | None = Field(None, description="the latest promoted classifier, else the settings' "
+                                                  "default_classifier; never simply the newest")
+
+
+class Promotion(BaseModel):
+    model: str
+    promoted_by: str
+    promoted_at: datetime
 
 
 class Health(BaseModel):

@@ -26,8 +26,11 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Scope = Literal["jobs:read", "jobs:write", "classify"]
+Scope = Literal["jobs:read", "jobs:write", "classify", "admin"]
 ALL_SCOPES: tuple[Scope, ...] = ("jobs:read", "jobs:write", "classify")
+"""What a token gets when its scopes are not given: everything but `admin`."""
+ADMIN: Scope = "admin"
+"""Every job of every owner (list, read, cancel, resume), promoting classifiers; implies the other scopes."""
 
 
 def hash_token(token: str) -> str:
@@ -47,6 +50,9 @@ class TokenSpec(BaseModel):
     name: str = Field(min_length=1, max_length=64)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="hash_token(token)")
     scopes: list[Scope] = Field(default_factory=lambda: list(ALL_SCOPES))
+    max_running_jobs: int | None = Field(None, ge=0, description="jobs of this token's principal running at once "
+                                         "(default: queue.max_running_per_owner)")
+    max_priority: int = Field(0, ge=0, le=100, description="highest priority its jobs may ask for (0 = only 0)")
 
 
 class Limits(BaseModel):
@@ -56,6 +62,57 @@ class Limits(BaseModel):
     request_max_bytes: int = Field(1_000_000, ge=1024, description="request body size (over it: 413)")
     logs_max_lines: int = Field(1000, ge=1, description="most lines GET /jobs/{id}/logs returns")
     page_max: int = Field(200, ge=1, description="most jobs per GET /jobs page")
+    offset_max: int = Field(1_000_000, ge=0, description="largest offset GET /jobs accepts (over it: 422)")
+
+
+class JobLimits(BaseModel):
+    """What one job may ask of the cluster; a config over a limit is refused with 422
+    naming the key and the limit. None = no limit."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_steps: int | None = Field(10_000, ge=1, description="align.train.max_steps")
+    max_epochs: int | None = Field(20, ge=1, description="align.train.epochs, signals.train.train.epochs")
+    max_workers: int | None = Field(16, ge=0, description="Ray Train workers and generation actors per stage")
+    max_gpus: float | None = Field(8, ge=0, description="GPUs one stage of the job may hold")
+    max_samples: int | None = Field(16, ge=1, description="evaluate.decodings[].samples")
+    max_prompts_per_set: int | None = Field(None, ge=1, description="limit_per_set (prompts, evaluate): required "
+                                            "and at most this when set")
+    max_new_tokens: int | None = Field(8192, ge=1, description="every max_new_tokens in the config")
+    max_seeds: int | None = Field(5, ge=0, description="len(seeds)")
+    max_sweep_points: int | None = Field(16, ge=0, description="align.sweep points (the product of its lists)")
+    max_wall_clock_s: float | None = Field(7 * 24 * 3600, gt=0, description="a job running longer is stopped and "
+                                           "recorded FAILED")
+
+
+class QueueSettings(BaseModel):
+    """The job queue: new jobs are QUEUED; the scheduler admits them in priority order
+    (FIFO within a priority) when their owner is under quota and the cluster has room."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_running_per_owner: int = Field(2, ge=0, description="default quota; a token's max_running_jobs overrides")
+    max_running: int | None = Field(None, ge=1, description="jobs running at once, all owners (None: no cap)")
+    driver_num_cpus: float = Field(1.0, ge=0, description="CPUs each job's driver reserves (entrypoint_num_cpus), "
+                                   "so Ray cannot overcommit the head")
+    interval_s: float = Field(2.0, gt=0, description="seconds between scheduler passes (a submit wakes it at once)")
+    launch_grace_s: float = Field(120.0, ge=0, description="a launched job Ray does not know yet reads PENDING "
+                                  "this long, never FAILED")
+    check_resources: bool = Field(True, description="admit only when Ray's available resources cover the job")
+    test_launch_delay_s: float = Field(0.0, ge=0, description="test hook: sleep between recording a launch "
+                                       "and submitting to Ray")
+
+
+class PathPolicy(BaseModel):
+    """What a job config may name besides data files (see service.path_policy)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model_roots: list[str] = Field(default_factory=list, description="folders local model paths must be under")
+    hub_models: list[str] = Field(default_factory=list, description="hub model ids allowed (fnmatch patterns, "
+                                  "e.g. deepseek-ai/*); embedded: models are always allowed")
+    hub_datasets: list[str] = Field(default_factory=list, description="hf: dataset names allowed (fnmatch)")
+    storage_uris: list[str] = Field(default_factory=list, description="URI prefixes allowed for "
+                                    "*.scale.storage_path, query included (endpoint_override must match)")
+    deepspeed_keys: list[str] = Field(default_factory=list, description="DeepSpeed keys that write files or reach "
+                                      "the network, allowed anyway (dotted, e.g. tensorboard)")
 
 
 def _env_storage() -> str:
@@ -72,11 +129,16 @@ class ServiceSettings(BaseModel):
     data_roots: list[str] = Field(default_factory=list,
                                   description="folders job configs may read data from (besides builtin: sets)")
     tokens: list[TokenSpec] = Field(default_factory=list)
-    tokens_file: str | None = Field(None, description="YAML list of TokenSpec, read at start-up")
+    tokens_file: str | None = Field(None, description="YAML list of TokenSpec, re-read when it changes "
+                                    "(revocation without a redeploy)")
     classify_open: bool = Field(False, description="POST /classify and GET /models without a token")
     auth_disabled: bool = Field(False, description="no token checks at all (local experiments only)")
     limits: Limits = Field(default_factory=Limits)
-    default_classifier: str | None = Field(None, description="model id or folder /classify uses when none is given")
+    job_limits: JobLimits = Field(default_factory=JobLimits)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    paths: PathPolicy = Field(default_factory=PathPolicy)
+    default_classifier: str | None = Field(None, description="model id /classify uses when none is given and no "
+                                           "classifier was promoted (POST /v1/models/{id}/promote)")
     model_dirs: dict[str, str] = Field(default_factory=dict, description="extra classifiers: id -> folder")
     classifier_torch_threads: int | None = Field(None, ge=1, description="torch threads per classifier replica "
                                                  "(default: Ray's, i.e. its CPU reservation)")

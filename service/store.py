@@ -28,6 +28,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Index,
+    Integer,
     MetaData,
     String,
     Table,
@@ -36,7 +37,9 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import make_url
@@ -68,6 +71,17 @@ class JobRow:
     updated_at: datetime | None = None  # set by the store on create and every update
     started_at: datetime | None = None
     ended_at: datetime | None = None
+    priority: int = 0           # the queue admits higher first, FIFO (created_at) within one
+    request_sha256: str | None = None  # of the request body: the same idempotency key with another body is 409
+    queue_reason: str | None = None    # why a QUEUED job waits (the scheduler's last word)
+    launched_at: datetime | None = None  # when the scheduler handed it to Ray (the deadline counts from here)
+
+
+@dataclass
+class Promotion:
+    model_id: str
+    promoted_by: str
+    promoted_at: datetime
 
 
 class UTCDateTime(TypeDecorator):
@@ -110,6 +124,10 @@ jobs = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Column("started_at", UTCDateTime),
     Column("ended_at", UTCDateTime),
+    Column("priority", Integer, nullable=False, server_default="0"),
+    Column("request_sha256", String(64)),
+    Column("queue_reason", Text),
+    Column("launched_at", UTCDateTime),
     # list() pages newest first, optionally by status; unfinished() filters by status.
     Index("ix_jobs_created_at", "created_at"),
     Index("ix_jobs_status_created_at", "status", "created_at"),
@@ -119,8 +137,19 @@ jobs = Table(
 # A NULL key still never collides, on both backends.
 Index("uq_jobs_owner_idempotency_key", func.coalesce(jobs.c.owner, ""), jobs.c.idempotency_key, unique=True)
 
+# Who made a classifier the service's default, and when: the newest row is the default.
+promotions = Table(
+    "promotions",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("model_id", String, nullable=False),
+    Column("promoted_by", String(64), nullable=False),
+    Column("promoted_at", UTCDateTime, nullable=False),
+)
+
 _MANAGED = {"id", "created_at", "updated_at"}   # set by the store, never by update()
-_DATETIMES = {"created_at", "updated_at", "started_at", "ended_at"}
+_DATETIMES = {"created_at", "updated_at", "started_at", "ended_at", "launched_at"}
+_ACTIVE = ("PENDING", "RUNNING")
 
 
 def _now() -> datetime:
@@ -165,6 +194,19 @@ class JobStore:
         if parsed.get_backend_name() == "sqlite":
             event.listen(self._engine, "connect", _sqlite_wal)
         metadata.create_all(self._engine)   # tables and indexes, only those missing
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """A database made by an older presafe lacks the queue's columns: add them (create_all
+        adds only missing tables). Plain ADD COLUMN works on SQLite and PostgreSQL alike."""
+        have = {c["name"] for c in inspect(self._engine).get_columns("jobs")}
+        missing = [c for c in jobs.columns if c.name not in have]
+        with self._engine.begin() as conn:
+            for c in missing:
+                kind = c.type.compile(dialect=self._engine.dialect)
+                default = f" DEFAULT {c.server_default.arg}" if c.server_default is not None else ""
+                null = "" if c.nullable else " NOT NULL"
+                conn.execute(text(f'ALTER TABLE jobs ADD COLUMN "{c.name}" {kind}{default}{null}'))
 
     def create(self, row: JobRow) -> tuple[JobRow, bool]:
         """Insert `row`; when its (owner, idempotency_key) already exists, return (that job, False).
@@ -193,11 +235,15 @@ class JobStore:
             found = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
         return _row(found) if found else None
 
-    def list(self, status: str | None = None, limit: int = 50, offset: int = 0) -> tuple[list[JobRow], int]:
-        """One page, newest first, and the number of jobs matching `status` (all when None)."""
+    def list(self, status: str | None = None, limit: int = 50, offset: int = 0,
+             owner: str | None = None) -> tuple[list[JobRow], int]:
+        """One page, newest first, and the number of jobs matching `status` (all when None)
+        and `owner` (every owner's when None)."""
         if limit < 0 or offset < 0:
             raise ValueError(f"limit and offset must be >= 0, got limit={limit}, offset={offset}")
         where = [] if status is None else [jobs.c.status == JobStatus(status).value]
+        if owner is not None:
+            where.append(jobs.c.owner == owner)
         page = (select(jobs).where(*where)
                 .order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit).offset(offset))
         with self._engine.connect() as conn:
@@ -224,15 +270,59 @@ class JobStore:
             conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
             return _row(conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().one())
 
+    def transition(self, job_id: str, from_status: tuple[str, ...], **fields: Any) -> JobRow | None:
+        """update() only while the job's status is one of `from_status`; None when it was not
+        (another thread or replica moved it first). What makes a queued job launch once."""
+        values = _check(dict(fields))
+        with self._engine.begin() as conn:
+            prev = conn.execute(select(jobs.c.updated_at).where(jobs.c.id == job_id).with_for_update()).scalar()
+            if prev is None:
+                raise JobNotFound(f"no job {job_id!r}")
+            values["updated_at"] = max(_now(), prev + timedelta(microseconds=1))
+            done = conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status.in_(from_status))
+                                .values(**values))
+            if done.rowcount != 1:
+                return None
+            return _row(conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().one())
+
     def unfinished(self) -> list[JobRow]:
         """PENDING and RUNNING jobs, oldest first: what the service re-syncs with Ray on start-up."""
-        query = (select(jobs).where(jobs.c.status.in_([JobStatus.PENDING.value, JobStatus.RUNNING.value]))
-                 .order_by(jobs.c.created_at, jobs.c.id))
+        query = select(jobs).where(jobs.c.status.in_(_ACTIVE)).order_by(jobs.c.created_at, jobs.c.id)
         with self._engine.connect() as conn:
             return [_row(m) for m in conn.execute(query).mappings()]
 
+    def queued(self) -> list[JobRow]:
+        """QUEUED jobs in admission order: highest priority first, oldest first within one."""
+        query = (select(jobs).where(jobs.c.status == JobStatus.QUEUED.value)
+                 .order_by(jobs.c.priority.desc(), jobs.c.created_at, jobs.c.id))
+        with self._engine.connect() as conn:
+            return [_row(m) for m in conn.execute(query).mappings()]
+
+    def owners(self, job_ids: list[str]) -> dict[str, str | None]:
+        """job id -> owner, for the ids that are jobs."""
+        if not job_ids:
+            return {}
+        with self._engine.connect() as conn:
+            return dict(conn.execute(select(jobs.c.id, jobs.c.owner).where(jobs.c.id.in_(job_ids))).all())
+
+    def promote(self, model_id: str, by: str) -> Promotion:
+        row = Promotion(model_id=model_id, promoted_by=by, promoted_at=_now())
+        with self._engine.begin() as conn:
+            conn.execute(insert(promotions).values(**asdict(row)))
+        return row
+
+    def promotions(self) -> list[Promotion]:
+        """Every promotion, newest first (the first is the service's default classifier)."""
+        query = select(promotions).order_by(promotions.c.seq.desc())
+        with self._engine.connect() as conn:
+            return [Promotion(m["model_id"], m["promoted_by"], m["promoted_at"]) for m in conn.execute(query).mappings()]
+
     def close(self) -> None:
         self._engine.dispose()
+
+    def by_key(self, owner: str | None, key: str) -> JobRow | None:
+        """The job (owner, idempotency key) names, if any."""
+        return self._by_key(owner, key)
 
     def _by_key(self, owner: str | None, key: str) -> JobRow | None:
         # The same expression as the unique index, so PostgreSQL can use it.

@@ -420,7 +420,7 @@ def test_cli_models_list_with_a_service(cli_api, capsys):
     out = capsys.readouterr().out
     assert "embedded:all-minilm-l6-v2" in out and f"service {URL}: 1 classifier(s)" in out
     row = next(line for line in out.splitlines() if "quickstart" in line)
-    assert row.split() == ["*", "quickstart", "job", "minilm", "0.500", "/srv/jobs/q/classifier"]
+    assert row.split() == ["*", "quickstart", "job", "-", "minilm", "0.500", "/srv/jobs/q/classifier"]
 
 
 def test_cli_models_list_with_an_unreachable_service_notes_it_and_exits_0(capsys):
@@ -451,3 +451,64 @@ def test_cli_up_and_down(monkeypatch, capsys):
     assert "http://127.0.0.1:8265" in out
     assert main(["down"]) == 0
     assert "stopped" in capsys.readouterr().out
+
+
+def test_cli_jobs_queue_and_promote(cli_api, capsys):
+    cli_api({("GET", "/v1/queue"): (200, {"items": [
+        {"position": 2, "id": "j-q", "owner": "alice", "priority": 0, "created_at": "2026-11-28T10:00:00Z",
+         "reason": "owner 'alice' has 2 job(s) running; its quota is 2"}], "total": 3}),
+        ("POST", "/v1/models/j-q/promote"): (200, {"model": "j-q", "promoted_by": "root",
+                                                   "promoted_at": "2026-11-28T10:00:00Z"})})
+    assert main(["jobs", "queue", "--url", URL]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:4] == ["POS", "ID", "OWNER", "PRIORITY"] and out[1].split()[:4] == ["2", "j-q", "alice", "0"]
+    assert "its quota is 2" in out[1] and out[-1] == "(3 queued in all)"
+    assert main(["jobs", "promote", "j-q", "--url", URL]) == 0
+    assert "j-q is the service's default classifier now (promoted by root" in capsys.readouterr().out
+
+
+def test_cli_token_file_keeps_the_token_out_of_the_arguments(cli_api, tmp_path, capsys):
+    api = cli_api({("GET", "/v1/queue"): (200, {"items": [], "total": 0})})
+    (tmp_path / "tok").write_text("psf_secret\n")
+    seen = {}
+    real = service_commands._client_factory
+    service_commands._client_factory = lambda url, token: seen.update(token=token) or real(url=url, token=token)
+    try:
+        assert main(["jobs", "queue", "--url", URL, "--token-file", str(tmp_path / "tok")]) == 0
+    finally:
+        service_commands._client_factory = real
+    assert seen["token"] == "psf_secret" and api is not None
+
+
+def test_tokens_add_list_revoke_edit_the_file_the_service_rereads(tmp_path, capsys):
+    import argparse
+
+    import yaml
+
+    from service.auth import Authenticator
+    from service.settings import ServiceSettings
+
+    def tokens(*argv) -> int:
+        parser = argparse.ArgumentParser()
+        service_commands.add_parsers(parser.add_subparsers(dest="command"))
+        return service_commands.tokens_command(parser.parse_args(["tokens", *argv]))
+
+    f = tmp_path / "tokens.yaml"
+    assert tokens("add", "alice", "--scopes", "jobs:read", "jobs:write", "--max-running", "3", "--file", str(f)) == 0
+    token = capsys.readouterr().out.strip()
+    assert token.startswith("psf_") and token not in f.read_text() and (f.stat().st_mode & 0o777) == 0o600
+    assert yaml.safe_load(f.read_text())[0]["max_running_jobs"] == 3
+    auth = Authenticator(ServiceSettings(storage_path=str(tmp_path), tokens_file=str(f)))
+    assert auth.owner(f"Bearer {token}", "jobs:write") == "alice"
+    assert tokens("add", "bob", "--out", str(tmp_path / "bob.tok"), "--file", str(f)) == 0
+    assert (tmp_path / "bob.tok").read_text().startswith("psf_") and "psf_" not in capsys.readouterr().out
+    assert tokens("list", "--file", str(f)) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].split() == ["alice", "jobs:read,jobs:write", "3", "0"] and out[2].split()[0] == "bob"
+    with pytest.raises(PresafeError, match="has a token already"):
+        tokens("add", "alice", "--file", str(f))
+    assert tokens("revoke", "alice", "--file", str(f)) == 0
+    with pytest.raises(Exception, match="unknown or revoked"):
+        auth.owner(f"Bearer {token}", "jobs:write")
+    with pytest.raises(PresafeError, match="no token named 'alice'"):
+        tokens("revoke", "alice", "--file", str(f))

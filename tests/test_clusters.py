@@ -35,7 +35,9 @@ GPU_CONFIGS = ROOT / "jobs" / "configs" / "gpu"
 SERVE_CONFIG = ROOT / "service" / "serve_config.yaml"
 LAUNCHER = ["local.yaml", "aws-gpu.yaml", "gcp-gpu.yaml"]
 KUBERAY = {"kuberay/storage.yaml": "PersistentVolumeClaim", "kuberay/raycluster.yaml": "RayCluster",
-           "kuberay/rayservice.yaml": "RayService", "kuberay/rayjob.yaml": "RayJob"}
+           "kuberay/rayservice.yaml": "RayService", "kuberay/rayjob.yaml": "RayJob",
+           "kuberay/networkpolicy.yaml": "NetworkPolicy"}
+API_VERSIONS = {"PersistentVolumeClaim": "v1", "NetworkPolicy": "networking.k8s.io/v1"}
 PVC = "presafe-storage"
 HOST_GB_PER_GPU = 16  # each Ray Train worker loads the full bf16 model into host RAM first (README)
 BROKEN = (AssertionError, ValueError, jsonschema.ValidationError, ConfigError)
@@ -111,7 +113,10 @@ def check_launcher(raw: dict) -> None:
             "no worker type can hold the GPU configs' largest stage"
 
     head_start = flags(raw["head_start_ray_commands"])
-    assert "--dashboard-host 0.0.0.0" in head_start, "the service submits jobs through the dashboard's Jobs API"
+    # The Jobs API runs any command it is sent: loopback only (the service's ingress is pinned
+    # to the head; `ray dashboard` forwards the port over SSH). Ray's default host is loopback too.
+    assert "--dashboard-host" not in head_start or "--dashboard-host 127.0.0.1" in head_start, \
+        "the dashboard's Jobs API must not listen on the head's network address"
     assert "--autoscaling-config ~/ray_bootstrap_config.yaml" in head_start, "without it nothing autoscales"
     assert "presafe up --address auto" in head_start or "serve deploy" in head_start, "the head must start the service"
     storage = serve_config()["applications"][0]["args"]["storage_path"]
@@ -148,8 +153,9 @@ def _swap_setup(doc):
     doc["setup_commands"].reverse()
 
 
-def _drop_dashboard_host(doc):
-    doc["head_start_ray_commands"] = [c.replace("--dashboard-host 0.0.0.0", "") for c in doc["head_start_ray_commands"]]
+def _open_dashboard(doc):
+    doc["head_start_ray_commands"] = [c.replace("--dashboard-host 127.0.0.1", "--dashboard-host 0.0.0.0")
+                                      for c in doc["head_start_ray_commands"]]
 
 
 LAUNCHER_BREAKS = [  # (file, mutation, what the error must say)
@@ -160,7 +166,7 @@ LAUNCHER_BREAKS = [  # (file, mutation, what the error must say)
     ("gcp-gpu.yaml", _set("available_node_types.gpu_l4_x4.min_workers", 2), "min_workers must be <= max_workers"),
     ("gcp-gpu.yaml", _set("available_node_types.gpu_a100_x4.resources.CPU", 8), "too few CPUs per GPU"),
     ("aws-gpu.yaml", _set("available_node_types.head_cpu.resources.GPU", 1), "CPU node"),
-    ("aws-gpu.yaml", _drop_dashboard_host, "Jobs API"),
+    ("aws-gpu.yaml", _open_dashboard, "Jobs API"),
     ("local.yaml", _swap_setup, "before presafe"),
     ("gcp-gpu.yaml", _set("setup_commands.4", "pip install torch==2.12.0 --index-url "
                                               "https://download.pytorch.org/whl/cu128"), "torch pin"),
@@ -195,7 +201,7 @@ def check_kuberay(docs: dict[str, list[dict]]) -> None:
     by_kind = {}
     for name, kind in KUBERAY.items():
         (doc,) = docs[name]
-        assert doc["kind"] == kind and doc["apiVersion"] == ("v1" if kind == "PersistentVolumeClaim" else "ray.io/v1")
+        assert doc["kind"] == kind and doc["apiVersion"] == API_VERSIONS.get(kind, "ray.io/v1")
         by_kind[kind] = doc
     pvc = by_kind["PersistentVolumeClaim"]
     assert pvc["metadata"]["name"] == PVC and pvc["spec"]["accessModes"] == ["ReadWriteMany"], \
@@ -261,6 +267,28 @@ def check_kuberay(docs: dict[str, list[dict]]) -> None:
 
     check_serve_config_v2(by_kind["RayService"])
     check_rayjob(by_kind["RayJob"])
+    check_network_policy(by_kind["NetworkPolicy"], by_kind["RayJob"])
+
+
+def check_network_policy(policy: dict, job: dict) -> None:
+    """The head's dashboard (8265: the Ray Jobs API, which runs any command it is sent) is
+    reachable only by the cluster's pods, the operator's namespace and the RayJob's submitter."""
+    spec = policy["spec"]
+    assert spec["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "presafe", "ray.io/node-type": "head"}, \
+        "the policy must select the presafe head pods"
+    assert spec["policyTypes"] == ["Ingress"]
+    reach_8265 = []
+    for rule in spec["ingress"]:
+        ports = {p["port"] for p in rule.get("ports", [])}
+        if ports and 8265 not in ports:
+            continue
+        sources = rule.get("from")
+        assert sources, "Jobs API: an ingress rule open to every source reaches port 8265"
+        reach_8265 += sources
+    allowed = [{"podSelector": {"matchLabels": {"app.kubernetes.io/name": "presafe"}}},
+               {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kuberay-operator"}}},
+               {"podSelector": {"matchLabels": {"batch.kubernetes.io/job-name": job["metadata"]["name"]}}}]
+    assert all(s in allowed for s in reach_8265) and reach_8265, f"Jobs API reachable from {reach_8265}"
 
 
 def check_serve_config_v2(service: dict) -> None:
@@ -340,6 +368,10 @@ KUBERAY_BREAKS = [  # (mutation, what the error must say)
     (_in(RJ, "spec.entrypoint", "python -m jobs.pipeline --config /mnt/presafe/configs/qwen3_8b.yaml storage_pth=/x"),
      "storage_pth"),
     (_in(RJ, "spec.shutdownAfterJobFinishes", False), "go away"),
+    (_in("kuberay/networkpolicy.yaml", "spec.ingress.1.from", []), "Jobs API"),
+    (_in("kuberay/networkpolicy.yaml", "spec.ingress.2.ports", []), "Jobs API"),
+    (_in("kuberay/networkpolicy.yaml", "spec.podSelector.matchLabels", {"app.kubernetes.io/name": "presafe"}),
+     "head pods"),
 ]
 
 

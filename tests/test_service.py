@@ -20,7 +20,11 @@ from service.settings import hash_token
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
-TOKENS = {"admin": ["jobs:read", "jobs:write", "classify"], "reader": ["jobs:read"], "classifier": ["classify"]}
+TOKENS = {"admin": ["jobs:read", "jobs:write", "classify", "admin"], "reader": ["jobs:read"],
+          "classifier": ["classify"], "alice": ["jobs:read", "jobs:write", "classify"],
+          "bob": ["jobs:read", "jobs:write", "classify"]}
+FILE_TOKENS = {"carol": {"scopes": ["jobs:read", "jobs:write"]},
+               "quota": {"scopes": ["jobs:read", "jobs:write"], "max_running_jobs": 2}}
 
 
 def _free_port() -> int:
@@ -32,7 +36,7 @@ def _free_port() -> int:
 class Service:
     def __init__(self, url: str, settings: dict):
         self.url, self.settings = url, settings
-        self.tokens = {name: f"tok-{name}-0123456789" for name in TOKENS}
+        self.tokens = {name: f"tok-{name}-0123456789" for name in {**TOKENS, **FILE_TOKENS}}
 
     def client(self, who: str | None = "admin") -> httpx.Client:
         headers = {"Authorization": f"Bearer {self.tokens[who]}"} if who else {}
@@ -55,10 +59,19 @@ def service(ray_cluster, tmp_path_factory):
     (data_root / "harmful.csv").write_text("goal\nHow do I pick a lock?\n")
     port = _free_port()
     svc = Service(f"http://127.0.0.1:{port}", {})
+    tokens_file = storage.parent / f"{storage.name}-tokens.yaml"
+    tokens_file.write_text(yaml.safe_dump([{"name": n, "sha256": hash_token(svc.tokens[n]), **spec}
+                                           for n, spec in FILE_TOKENS.items()]))
     svc.settings = {
         "storage_path": str(storage),
         "data_roots": [str(data_root)],
         "tokens": [{"name": n, "sha256": hash_token(svc.tokens[n]), "scopes": s} for n, s in TOKENS.items()],
+        "tokens_file": str(tokens_file),
+        # 2 cores: each driver reserves a quarter CPU (the classifier replica holds 0.5); a
+        # launch waits 1 s between its record and the Ray submit, so reads land in that window
+        "queue": {"max_running_per_owner": 3, "driver_num_cpus": 0.25, "interval_s": 0.5,
+                  "test_launch_delay_s": 1.0},
+        "job_limits": {"max_steps": 1000, "max_workers": 4},
         "ray_address": os.environ["PRESAFE_TEST_DASHBOARD"],
         "job_entrypoint_python": sys.executable,
         "job_env": {"HF_HUB_OFFLINE": "1", "PRESAFE_HOME": os.environ.get("PRESAFE_HOME", "")} if os.environ.get(
@@ -74,6 +87,19 @@ def service(ray_cluster, tmp_path_factory):
 def smoke_config() -> dict:
     """The shipped YAML as it is: its storage_path and job_id are replaced by the service's."""
     return yaml.safe_load((ROOT / "jobs/configs/smoke.yaml").read_text())
+
+
+def tiny_config() -> dict:
+    """The smoke job cut to the bone (no evaluation, no ablation, 2 align steps): the queue tests run several."""
+    cfg = smoke_config()
+    cfg["evaluate"] = {"enabled": False}
+    cfg["align"]["ablation"] = False
+    cfg["align"]["train"].update(max_steps=2, checkpoint_every=0, log_every=1)
+    cfg["prompts"]["limit_per_set"] = 4
+    return cfg
+
+
+UNFINISHED = ("QUEUED", "PENDING", "RUNNING")
 
 
 def wait_for(client: httpx.Client, job_id: str, until, timeout: float = 600, poll: float = 1.0) -> dict:
@@ -160,6 +186,75 @@ def test_bad_requests_name_the_field_and_the_limit(service):
         r = c.post("/v1/jobs", content=b"{" + b" " * 1_100_000 + b"}", headers={"content-type": "application/json"})
         assert r.status_code == 413 and "over the limit" in r.json()["detail"]
 
+        def chunked():  # 10 MB without a Content-Length: counted as read
+            for _ in range(160):
+                yield b" " * 65536
+
+        r = c.post("/v1/jobs", content=chunked(), headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "over the limit of 1000000 bytes" in r.json()["detail"]
+        for params in ({"offset": 2**64}, {"offset": 10**7}):
+            r = c.get("/v1/jobs", params=params)
+            assert r.status_code == 422, (params, r.text)
+        # operator limits: 422 naming the key and the limit
+        for key, value, limit in (("max_steps", 10**12, "job_limits.max_steps"),):
+            cfg = smoke_config()
+            cfg["align"]["train"][key] = value
+            r = c.post("/v1/jobs", json={"config": cfg})
+            assert r.status_code == 422 and limit in r.text, r.text
+            assert r.json()["detail"][0]["loc"] == ["body", "config", "align", "train", "max_steps"]
+        cfg = smoke_config()
+        cfg["align"]["scale"] = {"num_workers": 10000}
+        r = c.post("/v1/jobs", json={"config": cfg})
+        assert r.status_code == 422 and "over this service's limit of 4 (job_limits.max_workers)" in r.text
+        # models only from the allow-lists; checkpoints only in the job folder or allowed URIs
+        cfg = smoke_config()
+        cfg["model"] = "/etc"
+        r = c.post("/v1/jobs", json={"config": cfg})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "config", "model"], r.text
+        cfg = smoke_config()
+        cfg["align"]["scale"] = {"storage_path": "s3://b/p?endpoint_override=attacker.example:9000"}
+        r = c.post("/v1/jobs", json={"config": cfg})
+        assert r.status_code == 422 and "align.scale.storage_path" in r.text
+
+
+def test_jobs_belong_to_their_principal_and_a_read_before_launch_is_pending(service):
+    """Two principals: each sees and acts on its own jobs only (the other's is 404, as if
+    it did not exist); an admin sees and cancels both. Every launch waits 1 s between its
+    record and the Ray submit (test_launch_delay_s): reads in that window say PENDING."""
+    with service.client("alice") as alice, service.client("bob") as bob, service.client("admin") as admin:
+        a = alice.post("/v1/jobs", json={"config": tiny_config(), "name": "alice's"}).json()
+        b = bob.post("/v1/jobs", json={"config": tiny_config(), "name": "bob's"}).json()
+        assert a["owner"] == "alice" and a["status"] == "QUEUED"
+        seen = []
+        wait_for(alice, a["id"], lambda rec: seen.append((rec["status"], rec["launched_at"])) or rec["status"] not in
+                 ("QUEUED", "PENDING"), timeout=120, poll=0.05)
+        statuses = [st for st, _ in seen]
+        assert "FAILED" not in statuses, seen
+        assert any(st == "PENDING" and launched for st, launched in seen), seen  # read between record and launch
+        for r in (bob.get(f"/v1/jobs/{a['id']}"), bob.delete(f"/v1/jobs/{a['id']}"),
+                  bob.post(f"/v1/jobs/{a['id']}/resume"), bob.get(f"/v1/jobs/{a['id']}/logs")):
+            assert r.status_code == 404 and r.json()["detail"] == f"no job {a['id']!r}", r.text
+        assert [j["id"] for j in bob.get("/v1/jobs").json()["items"]] == [b["id"]]
+        assert {a["id"], b["id"]} <= {j["id"] for j in admin.get("/v1/jobs").json()["items"]}
+        assert admin.get(f"/v1/jobs/{a['id']}").json()["owner"] == "alice"
+        assert alice.delete(f"/v1/jobs/{a['id']}").json()["status"] == "CANCELLED"
+        assert admin.delete(f"/v1/jobs/{b['id']}").json()["status"] == "CANCELLED"
+        assert bob.get(f"/v1/jobs/{b['id']}").json()["status"] == "CANCELLED"
+
+
+def test_a_revoked_token_is_refused_without_a_redeploy(service):
+    tokens_file = Path(service.settings["tokens_file"])
+    with service.client("carol") as carol:
+        assert carol.get("/v1/jobs").status_code == 200
+        kept = [t for t in yaml.safe_load(tokens_file.read_text()) if t["name"] != "carol"]
+        tmp = tokens_file.with_name(".tokens.tmp")
+        tmp.write_text(yaml.safe_dump(kept))
+        tmp.replace(tokens_file)
+        r = carol.get("/v1/jobs")
+        assert r.status_code == 401 and "unknown or revoked token" in r.json()["detail"]
+    with service.client("quota") as other:
+        assert other.get("/v1/jobs").status_code == 200  # the file's other tokens still work
+
 
 def test_job_lifecycle_survives_a_service_restart(service):
     """Submit the smoke pipeline; restart the service while it runs; the record is kept,
@@ -168,12 +263,15 @@ def test_job_lifecycle_survives_a_service_restart(service):
         r = c.post("/v1/jobs", json={"config": smoke_config(), "name": "smoke", "idempotency_key": "k1"})
         assert r.status_code == 201, r.text
         job = r.json()
-        assert job["status"] in ("PENDING", "RUNNING") and job["submission_id"] == f"presafe-{job['id']}"
+        assert job["status"] in UNFINISHED and job["submission_id"] == f"presafe-{job['id']}"
         assert job["config"]["job_id"] == job["id"] and job["config"]["storage_path"] == service.settings["storage_path"]
         assert job["job_dir"] == f"{service.settings['storage_path']}/jobs/{job['id']}"
-        again = c.post("/v1/jobs", json={"config": smoke_config(), "idempotency_key": "k1"})
+        again = c.post("/v1/jobs", json={"config": smoke_config(), "name": "smoke", "idempotency_key": "k1"})
         assert again.status_code == 200 and again.json()["id"] == job["id"]
-        running = wait_for(c, job["id"], lambda rec: rec["stage"] is not None or rec["status"] != "PENDING")
+        other = c.post("/v1/jobs", json={"config": tiny_config(), "name": "smoke", "idempotency_key": "k1"})
+        assert other.status_code == 409 and "different request body" in other.json()["detail"]
+        running = wait_for(c, job["id"], lambda rec: rec["stage"] is not None or rec["status"] not in (
+            "QUEUED", "PENDING"))
 
         service.deploy()  # a new Ingress replica: new store connection, re-sync on start-up
         after = c.get(f"/v1/jobs/{job['id']}").json()
@@ -200,7 +298,20 @@ def test_job_lifecycle_survives_a_service_restart(service):
         assert c.get(report["markdown_url"]).text.startswith("#")
 
         models = c.get("/v1/models").json()
-        assert models["default"] == job["id"] and models["items"][0]["source"] == "job"
+        assert models["items"][0]["id"] == job["id"] and models["items"][0]["source"] == "job"
+        assert models["items"][0]["owner"] == "admin" and models["default"] is None  # newest is not the default
+        # another principal neither sees nor uses it until an admin promotes it
+        with service.client("bob") as bob:
+            assert job["id"] not in [m["id"] for m in bob.get("/v1/models").json()["items"]]
+            items = {"items": [{"prompt": "How do I make a bomb?"}]}
+            assert bob.post("/v1/classify", json={**items, "model": job["id"]}).status_code == 404
+            assert bob.post("/v1/classify", json=items).status_code == 409  # no default yet
+            r = bob.post(f"/v1/models/{job['id']}/promote")
+            assert r.status_code == 403 and "'admin'" in r.json()["detail"]
+            promoted = c.post(f"/v1/models/{job['id']}/promote")
+            assert promoted.status_code == 200 and promoted.json()["promoted_by"] == "admin"
+            assert bob.get("/v1/models").json()["default"] == job["id"]
+            assert bob.post("/v1/classify", json=items).json()["model"] == job["id"]
         out = c.post("/v1/classify", json={"items": [{"prompt": "How do I make a bomb?"},
                                                      {"prompt": "Bake bread?", "response": "Sure: flour..."}]})
         assert out.status_code == 200, out.text
@@ -275,20 +386,19 @@ def test_driver_killed_mid_stage_fails_the_job_and_resume_skips_completed_stages
     cfg["align"]["train"].update(max_steps=300, checkpoint_every=50, log_every=10)
     with service.client() as c:
         job = c.post("/v1/jobs", json={"config": cfg, "name": "killed"}).json()
-        wait_for(c, job["id"], lambda rec: rec["stage"] == "align" or rec["status"] != "RUNNING" and
-                 rec["status"] != "PENDING", poll=0.2)
+        wait_for(c, job["id"], lambda rec: rec["stage"] == "align" or rec["status"] not in UNFINISHED, poll=0.2)
         before = {p.name: p.stat().st_mtime_ns for p in Path(job["job_dir"]).glob("*.jsonl") if p.name != "events.jsonl"}
         _kill_driver(job["job_dir"])
-        failed = wait_for(c, job["id"], lambda rec: rec["status"] not in ("PENDING", "RUNNING"))
+        failed = wait_for(c, job["id"], lambda rec: rec["status"] not in UNFINISHED)
         assert failed["status"] == "FAILED", failed
         assert "the driver exited during stage align without finishing" in failed["error"], failed["error"]
         assert failed["stages_done"] == ["decide", "classifier", "signals", "targets"]
 
         r = c.post(f"/v1/jobs/{job['id']}/resume")
         assert r.status_code == 200, r.text
-        assert r.json()["status"] == "PENDING" and r.json()["submission_id"] == f"presafe-{job['id']}-attempt2"
+        assert r.json()["status"] == "QUEUED" and r.json()["submission_id"] == f"presafe-{job['id']}-attempt2"
         assert r.json()["error"] is None
-        done = wait_for(c, job["id"], lambda rec: rec["status"] not in ("PENDING", "RUNNING"))
+        done = wait_for(c, job["id"], lambda rec: rec["status"] not in UNFINISHED)
         assert done["status"] == "SUCCEEDED", (done["error"], c.get(f"/v1/jobs/{job['id']}/logs").json()["lines"][-20:])
         # the completed stages were skipped, not redone: their artifacts are untouched
         after = {p.name: p.stat().st_mtime_ns for p in Path(job["job_dir"]).glob("*.jsonl") if p.name != "events.jsonl"}
@@ -300,6 +410,39 @@ def test_driver_killed_mid_stage_fails_the_job_and_resume_skips_completed_stages
         assert [e["stage"] for e in second if e["event"] == "stage_start"][0] == "align"
         r = c.post(f"/v1/jobs/{job['id']}/resume")
         assert r.status_code == 409 and "only a FAILED or CANCELLED job can be resumed" in r.json()["detail"]
+
+
+def test_quota_queues_in_order_survives_a_redeploy_and_all_complete(service):
+    """Five tiny jobs of one principal whose token allows 2 at once: never more than 2
+    running, the rest QUEUED and launched in submission order, the queue kept across a
+    redeploy (it lives in the store), and all five SUCCEED. (5 jobs: what 2 cores allow.)"""
+    with service.client("quota") as c:
+        ids = [c.post("/v1/jobs", json={"config": tiny_config(), "name": f"q{i}"}).json()["id"] for i in range(5)]
+        most, deadline, queue_seen = 0, time.monotonic() + 900, None
+        redeployed = False
+        while True:
+            recs = [c.get(f"/v1/jobs/{i}").json() for i in ids]
+            running = [r for r in recs if r["status"] in ("PENDING", "RUNNING")]
+            most = max(most, len(running))
+            assert len(running) <= 2, [(r["id"], r["status"]) for r in recs]
+            if queue_seen is None and len(running) == 2:
+                q = c.get("/v1/queue").json()  # once the scheduler has said why the other three wait
+                if len(q["items"]) == 3 and all("quota" in (e["reason"] or "") for e in q["items"]):
+                    queue_seen = q
+            if not redeployed and queue_seen is not None:
+                service.deploy()  # a new ingress replica: the queue is in the store
+                redeployed = True
+            if all(r["status"] not in UNFINISHED for r in recs):
+                break
+            assert time.monotonic() < deadline, [(r["id"], r["status"], r["queue_reason"]) for r in recs]
+            time.sleep(0.5)
+        assert [r["status"] for r in recs] == ["SUCCEEDED"] * 5, [(r["id"], r["error"]) for r in recs]
+        assert most == 2 and redeployed and queue_seen is not None
+        launched = sorted(recs, key=lambda r: r["launched_at"])
+        assert [r["id"] for r in launched] == ids  # FIFO within one priority
+        queued = queue_seen["items"]
+        assert [e["id"] for e in queued] == ids[2:] and [e["position"] for e in queued] == [1, 2, 3], queue_seen
+        assert "has 2 job(s) running; its quota is 2" in queued[0]["reason"]
 
 
 def test_openapi_fuzz_finds_no_server_error(service):

@@ -166,14 +166,16 @@ def test_model_registry_caches_its_listing_but_finds_a_new_job_at_once(tmp_path)
 
     registry = ModelRegistry(ServiceSettings(storage_path=str(tmp_path)), ttl_s=3600)
     publish("j1")
-    assert registry.resolve(None)[0] == "j1"
+    assert registry.resolve("j1")[0] == "j1"
     publish("j2")
-    assert registry.resolve(None)[0] == "j1"  # the cached listing: no disk scan per request
+    assert [m.id for m in registry._listing().items] == ["j1"]  # the cached listing: no disk scan per request
     time.sleep(0.3)  # a miss re-lists, at most 4 times a second
     assert registry.resolve("j2") == ("j2", str(tmp_path / "jobs" / "j2" / "classifier"))  # a miss re-lists
-    assert registry.resolve(None)[0] in ("j1", "j2") and {m.id for m in registry.models().items} == {"j1", "j2"}
+    assert {m.id for m in registry.models().items} == {"j1", "j2"}
     with pytest.raises(Exception, match="model 'j3' not found"):
         registry.resolve("j3")
+    with pytest.raises(Exception, match="no default classifier"):  # never the newest by itself
+        registry.resolve(None)
 
 
 def test_launcher_entrypoint_frees_the_driver_from_the_supervisors_one_thread():

@@ -277,3 +277,51 @@ def test_sqlite_file_uses_wal_and_is_shared(tmp_path):
     finally:
         a.close()
         b.close()
+
+
+def test_queue_order_transition_owners_and_promotions(store, open_store):
+    for i, prio in enumerate([0, 5, 0, 5]):
+        store.create(job(f"q{i}", status="QUEUED", priority=prio, owner="alice" if i % 2 else "bob"))
+    store.create(job("r1", status="RUNNING"))
+    assert [r.id for r in store.queued()] == ["q1", "q3", "q0", "q2"]  # priority, then FIFO
+    assert [r.id for r in store.unfinished()] == ["r1"]
+    rows, total = store.list(owner="alice")
+    assert total == 3 and {r.id for r in rows} == {"q1", "q3", "r1"}
+    # a conditional update: one of two stores claims a queued job, the other gets None
+    other = open_store()
+    now = datetime.now(UTC)
+    won = store.transition("q1", ("QUEUED",), status="PENDING", launched_at=now)
+    assert won is not None and won.status == "PENDING" and abs(won.launched_at - now) < timedelta(milliseconds=1)
+    assert other.transition("q1", ("QUEUED",), status="PENDING") is None
+    with pytest.raises(JobNotFound):
+        store.transition("nope", ("QUEUED",), status="PENDING")
+    assert store.owners(["q0", "q1", "zz"]) == {"q0": "bob", "q1": "alice"} and store.owners([]) == {}
+    store.promote("q1", "root")
+    other.promote("q3", "admin")
+    assert [(p.model_id, p.promoted_by) for p in store.promotions()] == [("q3", "admin"), ("q1", "root")]
+    assert all(p.promoted_at.tzinfo is not None for p in store.promotions())
+
+
+def test_an_older_table_gets_the_new_columns(db_url):
+    if db_url.startswith("sqlite"):
+        from pathlib import Path
+
+        Path(make_url(db_url).database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE jobs (id VARCHAR PRIMARY KEY, owner VARCHAR(64), name VARCHAR(200), "
+                          "idempotency_key VARCHAR(200), status VARCHAR NOT NULL, config JSON NOT NULL, "
+                          "submission_id VARCHAR NOT NULL, job_dir TEXT NOT NULL, stage VARCHAR, error TEXT, "
+                          "summary JSON NOT NULL, created_at TIMESTAMP NOT NULL, updated_at TIMESTAMP NOT NULL, "
+                          "started_at TIMESTAMP, ended_at TIMESTAMP)"))
+        conn.execute(text("INSERT INTO jobs VALUES ('old', 'a', NULL, NULL, 'SUCCEEDED', '{}', 's', '/x', NULL, "
+                          "NULL, '{}', '2026-01-01 00:00:00', '2026-01-01 00:00:00', NULL, NULL)"))
+    engine.dispose()
+    store = JobStore(db_url)
+    try:
+        old = store.get("old")
+        assert old.priority == 0 and old.queue_reason is None and old.launched_at is None
+        store.create(job("new", status="QUEUED", priority=3))
+        assert [r.id for r in store.queued()] == ["new"]
+    finally:
+        store.close()
