@@ -134,9 +134,10 @@ def known_shape_tiny(name: str):
 
 def test_per_set_max_new_tokens_and_auto_batches(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text(Path(SMOKE).read_text().replace(
-        "  max_new_tokens: 12\n  batch_size: 16\n",
-        "  max_new_tokens: 12\n  batch_size: 16\n  max_new_tokens_by_set: {harmful: 1024, benign: 1024, reasoning: 8192}\n"))
+    text = Path(SMOKE).read_text().replace("  max_new_tokens: 12\n  batch_size: 16\n", "  max_new_tokens: 12\n"
+                                           "  max_new_tokens_by_set: {harmful: 1024, benign: 1024, reasoning: 8192}\n")
+    assert "max_new_tokens_by_set" in text
+    path.write_text(text)
     cfg = load_config(PipelineConfig, path)
     e = cfg.evaluate
     assert [max_new_tokens_for(e, k) for k in ("harmful", "benign", "reasoning")] == [1024, 1024, 8192]
