@@ -6,6 +6,7 @@
     presafe classifier predict --model DIR --prompt "..." [--response "..."]
     presafe stage decide|signals|targets|align|evaluate|report --config jobs/configs/smoke.yaml [key=value ...]
     presafe run jobs/configs/quickstart.yaml [key=value ...]     (the whole pipeline, resumable)
+    presafe preflight --config jobs/configs/gpu/qwen3_8b.yaml [key=value ...]   (models, t*, memory plan; no weights)
     presafe judge runs/jobs/quickstart --judge string_match --judge classifier=runs/judges/xstest_classifier
                   [--judge jobs/configs/judges/llama_guard_3_8b.yaml] [--headline NAME]   (re-judge, no generation)
     presafe demo-model build [--force]
@@ -84,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     stage.add_argument("--config", required=True, help="pipeline YAML (see jobs/configs/)")
     stage.add_argument("overrides", nargs="*", help="key=value overrides, e.g. align.aux.weight=0")
 
+    pf = sub.add_parser("preflight", help="check a pipeline config before running it: models, t*, memory plan")
+    pf.add_argument("--config", required=True, help="pipeline YAML (see jobs/configs/)")
+    pf.add_argument("overrides", nargs="*", help="key=value overrides, e.g. resources.gpu_memory_gb=24")
+
     service_commands.add_parsers(sub)
 
     # key=value overrides may come before or after --config: collect the leftovers.
@@ -99,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
             return _stage(args)
         if args.command == "run":
             return _run(args)
+        if args.command == "preflight":
+            return _preflight(args)
         if args.command == "judge":
             return _judge(args)
         if args.command == "demo-model":
@@ -179,6 +186,12 @@ def _stage(args) -> int:
     out = run(cfg)
     print(f"{args.name}: wrote {out}")
     return 0
+
+
+def _preflight(args) -> int:
+    from jobs.preflight import run_preflight
+
+    return run_preflight(args.config, args.overrides)
 
 
 def _run(args) -> int:

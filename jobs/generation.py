@@ -26,13 +26,15 @@ class GenerationConfig:
     """0 = no top-k filter."""
     seed: int = 0
     batch_size: int = 16
+    """0 = auto: the largest batch that fits resources.gpu_memory_gb (jobs.memory.check_memory
+    picks it before the job runs)."""
 
     def validate(self) -> None:
         check(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
         check(self.temperature >= 0, "temperature", "must be >= 0")
         check(0 < self.top_p <= 1, "top_p", "must be in (0, 1]")
         check(self.top_k >= 0, "top_k", "must be >= 0")
-        check(self.batch_size >= 1, "batch_size", "must be >= 1")
+        check(self.batch_size >= 0, "batch_size", "must be >= 1, or 0 = auto (needs resources.gpu_memory_gb)")
 
     @property
     def greedy(self) -> bool:
@@ -91,6 +93,11 @@ class HFEngine:
 
     @torch.no_grad()
     def generate(self, texts: list[str], cfg: GenerationConfig) -> list[str]:
+        if cfg.batch_size < 1:
+            from jobs.errors import ConfigError
+
+            raise ConfigError("generation batch_size 0 (auto) was not resolved: the memory plan "
+                              "(jobs.memory.check_memory) picks it before the job runs")
         tok = self.tokenizer
         encoded = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
         order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))

@@ -21,6 +21,7 @@ from jobs.data.readers import DataSource
 from jobs.evaluation.attacks import AttackConfig
 from jobs.evaluation.judges import SIGNALS, JudgeConfig, default_headline
 from jobs.generation import GenerationConfig
+from jobs.memory import ResourcesConfig, SetBatchSizes, SetTokens
 from jobs.scale import ScaleConfig
 from jobs.templates import TemplateConfig
 
@@ -385,6 +386,12 @@ class EvaluateConfig:
     headline: str = ""
     """The judge whose numbers lead the report (its name); default: the first judge that
     is not the job's signal classifier."""
+    max_new_tokens_by_set: SetTokens = field(default_factory=SetTokens)
+    """Per-set max_new_tokens, e.g. {harmful: 1024, benign: 1024, reasoning: 8192}; an unset
+    set uses max_new_tokens (jobs.memory.max_new_tokens_for)."""
+    batch_size_by_set: SetBatchSizes = field(default_factory=SetBatchSizes)
+    """Per-set batch size; an unset set uses batch_size, 0 = auto: the largest batch that
+    fits resources.gpu_memory_gb at that set's max_new_tokens (jobs.memory.batch_size_for)."""
 
     def validate(self) -> None:
         check(not self.enabled or bool(self.harmful or self.benign or self.reasoning), "harmful",
@@ -445,6 +452,9 @@ class PipelineConfig:
     offset of the sampling seeds); the report gives per-seed values, pooled rates with
     intervals and paired tests. Empty = one run with align.train.seed (folders without a
     seed suffix)."""
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    """What each GPU offers: the memory plan (`presafe preflight`, jobs.memory) sizes every
+    stage against resources.gpu_memory_gb and stops a config that cannot fit before it runs."""
 
     @property
     def job_dir(self) -> str:
