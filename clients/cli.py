@@ -122,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             return service_commands.jobs_command(args)
         if args.command == "classify":
             return service_commands.classify_command(args)
+        if args.command == "tokens":
+            return service_commands.tokens_command(args)
     except PresafeError as e:
         print(f"presafe: error: {e}", file=sys.stderr)
         return getattr(e, "exit_code", 2)  # 1 for an unreachable service (clients.client.ServiceUnavailable)
@@ -166,6 +168,12 @@ def _stage(args) -> int:
         check_against_model(cfg.align, cfg.model)
     except ConfigError as e:
         raise ConfigError(f"{args.config}: {e} (model {cfg.model})") from None
+    from jobs.memory import check_memory
+
+    try:
+        check_memory(cfg)  # the memory plan; resolves auto batch sizes
+    except ConfigError as e:
+        raise ConfigError(f"{args.config}: {e}", key=e.key) from None
     if args.name == "decide":
         from jobs.stages.decide import run_decide as run
     elif args.name == "signals":

@@ -129,7 +129,7 @@ _BASE = ("model", "dtype", "template", "prompts", "decide")
 # What the evaluation's generation reads of the evaluate section: everything but the judges.
 _EVAL_GENERATION = tuple(f"evaluate.{k}" for k in ("enabled", "harmful", "benign", "reasoning", "limit_per_set",
                                                    "cot_off", "decodings", "decoding_sweep", "attacks", "attack_decodings",
-                                                   "max_new_tokens", "batch_size", "probes"))
+                                                   "max_new_tokens", "max_new_tokens_by_set", "batch_size_by_set", "batch_size", "probes"))
 # An adapter depends on the align section except the sweep (which only adds variants).
 _ALIGN = tuple(f"align.{k}" for k in ("lora", "aux", "train", "scale", "merge", "output_name"))
 
@@ -265,6 +265,12 @@ def run_pipeline(config: str | Path, overrides: list[str] | None = None) -> Path
         check_against_model(cfg.align, cfg.model)
     except ConfigError as e:
         raise ConfigError(f"{config}: {e} (model {cfg.model})") from None
+    from jobs.memory import check_memory
+
+    try:
+        check_memory(cfg)  # raises naming the keys; writes the auto batch sizes into cfg
+    except ConfigError as e:
+        raise ConfigError(f"{config}: {e}", key=e.key) from None
     preflight_cluster(cfg, str(config))
     return Pipeline(cfg).run()
 

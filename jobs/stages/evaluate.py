@@ -22,7 +22,7 @@ Output: `<job_dir>/evaluation/<variant>/<cot>-<decoding>.jsonl` (every sample) a
 from __future__ import annotations
 
 import gc
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from jobs import events
@@ -32,6 +32,7 @@ from jobs.data.records import PromptRecord
 from jobs.errors import DataError
 from jobs.data.benchmarks import answer_checker
 from jobs.generation import GenerationConfig
+from jobs.memory import batch_size_for, max_new_tokens_for
 from jobs.pipeline_config import Decoding, EvaluateConfig, PipelineConfig
 from jobs.templates import prompt_texts, split_thinking
 
@@ -94,7 +95,13 @@ def generate_run(cfg: PipelineConfig, pool, tok, sets: dict[str, list[PromptReco
         gen = GenerationConfig(max_new_tokens=e.max_new_tokens, temperature=dec.temperature, top_p=dec.top_p,
                                top_k=dec.top_k, seed=dec.seed + 1000 * k + seed_offset, batch_size=e.batch_size)
         tag = f"{desc} sample {k + 1}/{dec.samples}" if dec.samples > 1 else desc
-        for (kind, r, variant, prefill), generated in zip(items, pool.generate(texts, gen, desc=tag)):
+        # Per set: harmful and benign answers need far fewer tokens than reasoning problems.
+        generated_texts = []
+        for kind in SETS:
+            idx = [i for i, item in enumerate(items) if item[0] == kind]
+            sized = replace(gen, max_new_tokens=max_new_tokens_for(e, kind), batch_size=batch_size_for(e, kind))
+            generated_texts += pool.generate([texts[i] for i in idx], sized, desc=tag) if idx else []
+        for (kind, r, variant, prefill), generated in zip(items, generated_texts):
             text = prefill + generated
             parts = split_thinking(text, cfg.template)
             answer = parts.answer if cot else text.strip()
