@@ -140,3 +140,38 @@ def test_killed_training_worker_restarts_from_its_s3_checkpoint(tiny_lm, tmp_pat
     (worker,) = meta["workers"]
     assert worker["pid"] != pid  # a new worker process finished the run ...
     assert worker["micro_batches"] == total - resumed  # ... training only the steps after the checkpoint
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_generation_runs_on_actors_of_the_generation_node_never_in_the_driver(tmp_path):
+    """A head without the generation resource: decide, targets and evaluate (and the probe
+    pass) run on actors on the second node; the driver process never loads the LRM."""
+    storage = tmp_path / "store"
+    smoke = Path(__file__).resolve().parents[1] / "jobs" / "configs" / "smoke.yaml"
+    overrides = [f"storage_path={storage}", "decide.num_actors=1", "decide.cpus_per_actor=0.5",
+                 'decide.resources_per_actor={"presafe_second": 0.5}', "align.ablation=false",
+                 "align.scale.num_workers=1", "align.scale.cpus_per_worker=0.5", "align.scale.shared_filesystem=true",
+                 "evaluate.limit_per_set=3", "evaluate.cot_off=[]", 'evaluate.decodings=[{"name": "greedy"}]']
+    # The driver: the pipeline with every causal-LM loader disabled in its own process
+    # (training runs on a Ray Train worker, generation on the actors).
+    driver = ("import sys, transformers, jobs.generation as g\n"
+              "def refuse(*a, **k):\n    raise SystemExit('the driver loaded the LRM')\n"
+              "g.load_causal_lm = refuse\n"
+              "transformers.AutoModelForCausalLM.from_pretrained = refuse\n"
+              "from jobs.pipeline import main\nsys.exit(main(sys.argv[1:]))\n")
+    with LocalCluster(tmp_path / "cluster", {"head": 1, "second": 2}) as cluster:
+        nodes = {v: k for k, v in cluster.node_names().items()}
+        done = cluster.run([sys.executable, "-c", driver, "--config", str(smoke), *overrides],
+                           env={"HF_HUB_OFFLINE": "1"})
+        assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-4000:])
+    job = storage / "jobs" / "smoke"
+    decide = json.loads((job / "decisions_meta.json").read_text())["workers"]
+    assert [w["node_id"] for w in decide] == [nodes["second"]]
+    index = json.loads((job / "evaluation" / "samples.json").read_text())
+    for name in ("base", "aligned"):
+        workers = index["variants"][name]["workers"]
+        assert [w["node_id"] for w in workers] == [nodes["second"]], (name, workers)
+        assert len(index["variants"][name]["probe_auroc"]) == 5  # the probe pass ran on the actor too
+    assert json.loads((job / "evaluation.json").read_text())["variants"]["aligned"]["runs"]["cot_on/greedy"]["n"][
+        "harmful"] == 3
