@@ -7,6 +7,7 @@
     presafe stage decide|signals|targets|align|evaluate|report --config jobs/configs/smoke.yaml [key=value ...]
     presafe run jobs/configs/quickstart.yaml [key=value ...]     (the whole pipeline, resumable)
     presafe preflight --config jobs/configs/gpu/qwen3_8b.yaml [key=value ...]   (models, t*, memory plan; no weights)
+    presafe eval --config jobs/configs/eval_smoke.yaml [--model M] [--adapter DIR] [--endpoint URL --served-model N]
     presafe judge runs/jobs/quickstart --judge string_match --judge classifier=runs/judges/xstest_classifier
                   [--judge jobs/configs/judges/llama_guard_3_8b.yaml] [--headline NAME]   (re-judge, no generation)
     presafe demo-model build [--force]
@@ -66,6 +67,18 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("config", help="pipeline YAML (see jobs/configs/)")
     run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. job_id=try2 align.aux.weight=0.5")
 
+    ev = sub.add_parser("eval", help="evaluate any model, adapter or OpenAI-compatible endpoint on the configured "
+                                      "sets, judges and attacks (no training; the same report)")
+    ev.add_argument("--config", required=True, help="an eval config (jobs/configs/eval_smoke.yaml, eval_paper.yaml)")
+    ev.add_argument("--model", help="the model (hub id, folder, embedded name); with --endpoint: its tokenizer")
+    ev.add_argument("--adapter", action="append", default=[], metavar="DIR", help="a peft LoRA adapter to evaluate "
+                    "beside the model (repeat for several)")
+    ev.add_argument("--endpoint", help="base URL of an OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1")
+    ev.add_argument("--served-model", help="with --endpoint: the model name the server serves")
+    ev.add_argument("--api", choices=["completions", "chat"], help="with --endpoint: completions (presafe renders "
+                    "the prompts; default) or chat")
+    ev.add_argument("overrides", nargs="*", help="key=value overrides, e.g. job_id=eval2 evaluate.limit_per_set=50")
+
     jd = sub.add_parser("judge", help="judge a finished job's evaluation samples again with other judges "
                                       "(nothing is generated); rewrites evaluation.json and the report")
     jd.add_argument("job", help="the job folder (<storage_path>/jobs/<job_id>)")
@@ -108,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             return _preflight(args)
         if args.command == "judge":
             return _judge(args)
+        if args.command == "eval":
+            return _eval(args)
         if args.command == "demo-model":
             return _demo_build(args)
         if args.command == "classifier":
@@ -131,6 +146,25 @@ def main(argv: list[str] | None = None) -> int:
         print("presafe: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _eval(args) -> int:
+    import json as _json
+
+    from jobs.pipeline import main as pipeline_main
+
+    extra = ["kind=eval"]
+    if args.model:
+        extra.append(f"model={args.model}")
+    if args.adapter:
+        extra.append("evaluate.adapters=" + _json.dumps(args.adapter))
+    if args.endpoint:
+        if not args.served_model:
+            raise ConfigError("--endpoint needs --served-model (the model name the server serves)")
+        extra += [f"evaluate.endpoint.url={args.endpoint}", f"evaluate.endpoint.model={args.served_model}"]
+    if args.api:
+        extra.append(f"evaluate.endpoint.api={args.api}")
+    return pipeline_main(["--config", args.config, *extra, *args.overrides])
 
 
 def _judge(args) -> int:

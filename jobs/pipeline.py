@@ -138,6 +138,11 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
     """The stages this config runs, in order."""
     from jobs.variants import align_variants
 
+    if cfg.kind == "eval":  # presafe eval: the given models only
+        return [Stage("evaluate", "evaluation/samples.json", _evaluate, ("model", "dtype", "template")
+                      + _EVAL_GENERATION + ("evaluate.adapters", "evaluate.endpoint"), ("model", "evaluate")),
+                Stage("judge", "evaluation.json", _judge, ("evaluate.judges", "evaluate.headline")),
+                Stage("report", "report.json", _report, ())]
     stages = [Stage("decide", "decisions.jsonl", _decide, _BASE, ("model", "prompts"))]
     if cfg.signals.train is not None:
         stages.append(Stage("classifier", "classifier", _classifier, ("signals.train",), ("classifier_data",)))
@@ -262,7 +267,8 @@ def run_pipeline(config: str | Path, overrides: list[str] | None = None) -> Path
 
     cfg = load_config(PipelineConfig, config, overrides or [])
     try:
-        check_against_model(cfg.align, cfg.model)
+        if cfg.kind == "pipeline":
+            check_against_model(cfg.align, cfg.model)
     except ConfigError as e:
         raise ConfigError(f"{config}: {e} (model {cfg.model})") from None
     from jobs.memory import check_memory
@@ -271,7 +277,8 @@ def run_pipeline(config: str | Path, overrides: list[str] | None = None) -> Path
         check_memory(cfg)  # raises naming the keys; writes the auto batch sizes into cfg
     except ConfigError as e:
         raise ConfigError(f"{config}: {e}", key=e.key) from None
-    preflight_cluster(cfg, str(config))
+    if cfg.kind == "pipeline":
+        preflight_cluster(cfg, str(config))
     return Pipeline(cfg).run()
 
 

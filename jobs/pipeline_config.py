@@ -18,6 +18,7 @@ from pathlib import Path
 from jobs.classifier.config import ClassifierJobConfig
 from jobs.config import check
 from jobs.data.readers import DataSource
+from jobs.endpoint import EndpointConfig
 from jobs.evaluation.attacks import AttackConfig
 from jobs.evaluation.judges import SIGNALS, JudgeConfig, default_headline
 from jobs.generation import GenerationConfig
@@ -41,7 +42,8 @@ class PromptSets:
     """Keep at most N prompts from each source (for quick runs)."""
 
     def validate(self) -> None:
-        check(bool(self.harmful) or bool(self.benign), "harmful", "give at least one harmful or benign source")
+        # (a pipeline job needs harmful or benign prompts: checked by PipelineConfig, since
+        # an eval job has none)
         check(self.limit_per_set is None or self.limit_per_set > 0, "limit_per_set", "must be > 0")
 
 
@@ -373,6 +375,13 @@ class EvaluateConfig:
     (`attack/<name>/<decoding>`)."""
     attack_decodings: list[str] = field(default_factory=lambda: ["greedy"])
     """Decodings (by name, from `decodings`) the attacks run under."""
+    adapters: list[str] = field(default_factory=list)
+    """More peft LoRA adapter folders to evaluate beside the model (each a variant named by
+    its folder; `presafe eval --adapter DIR`)."""
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+    """An OpenAI-compatible server to evaluate instead of local models (`presafe eval
+    --endpoint URL --served-model NAME`); `model` then names the tokenizer that renders
+    the prompts (api: completions)."""
     max_new_tokens: int = 512
     batch_size: int = 16
     probes: ProbeSettings = field(default_factory=ProbeSettings)
@@ -400,6 +409,13 @@ class EvaluateConfig:
         check(bool(self.decodings), "decodings", "give at least one decoding")
         names = [d.name for d in self.decodings]
         check(len(set(names)) == len(names), "decodings", f"decoding names must be unique, got {names}")
+        check(not (self.endpoint.url and self.adapters), "adapters",
+              "an endpoint serves its own model: evaluate adapters locally, or serve them")
+        check(not (self.endpoint.url and self.endpoint.api == "chat" and
+                   any(a.kind != "template" for a in self.attacks)), "attacks",
+              "over a chat endpoint only `template` attacks apply (prefills need api: completions)")
+        check(len({Path(a).name for a in self.adapters}) == len(self.adapters), "adapters",
+              "adapter folders must have distinct names (they name the variants)")
         unknown = [n for n in self.attack_decodings if n not in names]
         check(not unknown, "attack_decodings", f"unknown decoding(s) {unknown}; defined: {names}")
         labels = [a.label for a in self.attacks]
@@ -426,7 +442,12 @@ class EvaluateConfig:
 
 @dataclass
 class PipelineConfig:
-    """Everything one presafe alignment job needs."""
+    """Everything one presafe alignment job needs (kind: pipeline), or an evaluation of
+    given models (kind: eval; `presafe eval`)."""
+
+    kind: str = "pipeline"
+    """pipeline: the whole method | eval: evaluate, judge and report only, on `model` (and
+    `evaluate.adapters`) or `evaluate.endpoint`."""
 
     storage_path: str = "runs"
     """Where jobs live: the job's folder is `<storage_path>/jobs/<job_id>/`. A local or
@@ -469,6 +490,15 @@ class PipelineConfig:
         check(bool(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", self.job_id)), "job_id",
               f"must be 1-128 letters, digits, '.', '_' or '-' (not starting with a symbol), got {self.job_id!r}")
         check(self.dtype in DTYPES, "dtype", f"must be one of {list(DTYPES)}")
+        check(self.kind in ("pipeline", "eval"), "kind", f"must be pipeline or eval, got {self.kind!r}")
+        if self.kind == "pipeline":
+            check(bool(self.prompts.harmful) or bool(self.prompts.benign), "prompts.harmful",
+                  "give at least one harmful or benign source")
+        else:
+            check(self.evaluate.enabled, "evaluate.enabled", "an eval job evaluates: set it true")
+            check(not any(j.is_signal_classifier for j in self.evaluate.judges), "evaluate.judges",
+                  "an eval job trains no signal classifier: judge with string_match, a classifier folder or a guard "
+                  "model")
         check(len(set(self.seeds)) == len(self.seeds) and all(0 <= x < 2**31 for x in self.seeds), "seeds",
               f"must be unique integers in [0, 2^31), got {self.seeds}")
         check(len(self.seeds) <= 16, "seeds", f"at most 16 seeds, got {len(self.seeds)}")

@@ -190,6 +190,13 @@ def attack_texts(tokenizer, prompt: str, attack: AttackConfig,
     return out
 
 
+def wrapped_prompts(prompt: str, attack: AttackConfig) -> list[str]:
+    """`template` attacks as plain user messages (for servers that render chat themselves)."""
+    if attack.kind != "template":
+        raise ValueError(f"only template attacks wrap a plain prompt, not {attack.kind}")
+    return [spec.replace(GOAL, prompt) for _, spec in _selected(attack)]
+
+
 def variant_count(attack: AttackConfig) -> int:
     """How many prompts the attack makes of each harmful prompt."""
     return len(_selected(attack))

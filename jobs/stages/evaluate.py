@@ -61,11 +61,20 @@ def load_eval_sets(e: EvaluateConfig) -> dict[str, list[PromptRecord]]:
 
 def variants(cfg: PipelineConfig) -> list[dict]:
     """The models to compare, base first: name, group, seed and adapter folder of each
-    trained variant whose adapter exists."""
+    trained variant whose adapter exists (a pipeline job), or the given adapters (an eval
+    job), or the endpoint's model."""
     from jobs.variants import BASE, align_variants
 
+    if cfg.evaluate.endpoint.url:
+        return [{"name": "endpoint", "group": "endpoint", "seed": None, "adapter": None}]
     job = Path(cfg.job_dir)
     out = [{"name": BASE, "group": BASE, "seed": cfg.seeds[0] if cfg.seeds else None, "adapter": None}]
+    if cfg.kind == "eval":
+        for path in cfg.evaluate.adapters:
+            if not (Path(path) / "adapter_config.json").is_file():
+                raise DataError(f"evaluate.adapters: {path} is not a peft adapter folder (no adapter_config.json)")
+            out.append({"name": Path(path).name, "group": Path(path).name, "seed": None, "adapter": Path(path)})
+        return out
     for v in align_variants(cfg):
         if (job / v.folder / "adapter_config.json").is_file():
             out.append({"name": v.name, "group": v.group, "seed": v.seed, "adapter": job / v.folder})
@@ -78,17 +87,23 @@ def generate_run(cfg: PipelineConfig, pool, tok, sets: dict[str, list[PromptReco
     `pool` (jobs.stages.generate.ModelPool), rendered and counted with tokenizer `tok`.
     With `attack` (jobs.evaluation.attacks.AttackConfig): the harmful set only, each prompt
     once per attack variant, CoT on; the attacker's prefill counts as the model's text."""
+    chat = bool(cfg.evaluate.endpoint.url) and cfg.evaluate.endpoint.api == "chat"
     if attack is None:
         items = [(kind, r, "", "") for kind in SETS for r in sets[kind]]
-        texts = [prompt_texts(tok, r.prompt, cfg.template)[1 if cot else 2] for _, r, _, _ in items]
+        # a chat endpoint renders the conversation itself: it gets the user prompt
+        texts = [r.prompt if chat else prompt_texts(tok, r.prompt, cfg.template)[1 if cot else 2]
+                 for _, r, _, _ in items]
     else:
-        from jobs.evaluation.attacks import attack_texts
+        from jobs.evaluation.attacks import attack_texts, wrapped_prompts
 
         items, texts = [], []
         for r in sets["harmful"]:
-            for a in attack_texts(tok, r.prompt, attack, cfg.template):
+            rendered = attack_texts(tok, r.prompt, attack, cfg.template)
+            # over a chat endpoint (template attacks only, checked at load): the wrapped prompt
+            sent = wrapped_prompts(r.prompt, attack) if chat else [a.text for a in rendered]
+            for a, text in zip(rendered, sent):
                 items.append(("harmful", r, a.variant, a.prefill))
-                texts.append(a.text)
+                texts.append(text)
     e = cfg.evaluate
     outputs: list[dict] = []
     for k in range(dec.samples):
@@ -144,7 +159,7 @@ def run_evaluate(cfg: PipelineConfig, classifier=None) -> Path:
     from jobs.classifier.model import DecisionClassifier
     from jobs.evaluation.judges import ClassifierJudge
     from jobs.models.embedded import resolve_model
-    from jobs.stages.generate import ModelPool
+    from jobs.stages.generate import ActorSpec, ModelPool
     from jobs.stages.signals import classifier_dir
     from jobs.variants import sampling_seed_offset
 
@@ -170,9 +185,16 @@ def run_evaluate(cfg: PipelineConfig, classifier=None) -> Path:
                               for _, d, a in runs)
     done = 0
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(cfg.model))
+    endpoint = None
+    if e.endpoint.url:
+        from jobs.endpoint import EndpointEngine
+
+        endpoint = EndpointEngine(e.endpoint)
     for m in models:
-        # The model lives on generation actors (decide.num_actors > 0) or in this process.
-        pool = ModelPool(cfg.model, cfg.dtype, cfg.decide.actors, adapter=str(m["adapter"]) if m["adapter"] else None)
+        # The model lives on generation actors (decide.num_actors > 0), in this process, or
+        # behind the endpoint.
+        pool = ModelPool(cfg.model, cfg.dtype, cfg.decide.actors if endpoint is None else ActorSpec(),
+                         adapter=str(m["adapter"]) if m["adapter"] else None, engine=endpoint)
         entry: dict = {"group": m["group"], "seed": m["seed"], "adapter": str(m["adapter"]) if m["adapter"] else None,
                        "workers": pool.placements() if pool.remote else [], "runs": {}}
         # The base model is evaluated once: its sampled runs use the first seed's offset.
@@ -186,7 +208,7 @@ def run_evaluate(cfg: PipelineConfig, classifier=None) -> Path:
             entry["runs"][key] = rel
             done += len(outputs)
             events.progress("evaluate", done, total, "samples")
-            if m["name"] == "base" and not cot and dec.temperature == 0 and e.probes.enabled:
+            if m["name"] == "base" and not cot and dec.temperature == 0 and e.probes.enabled and cfg.kind == "pipeline":
                 # The safe model's own decisions label the probes: read as the signals were.
                 clf = classifier or DecisionClassifier.load(classifier_dir(cfg))
                 rows = [o for o in outputs if o["set"] != "reasoning"]
@@ -197,7 +219,7 @@ def run_evaluate(cfg: PipelineConfig, classifier=None) -> Path:
                     probe_labels, index["probe_labels"] = decided, "base model CoT-off greedy decisions"
                 else:  # one decision (almost) everywhere: nothing to probe; fall back to the flags
                     index["probe_labels"] = "prompt harmful flag (the base model's CoT-off decisions have one class)"
-        if e.probes.enabled and probe_prompts:
+        if e.probes.enabled and probe_prompts and endpoint is None:  # no hidden states over HTTP
             entry["probe_auroc"] = probe_layers(cfg, pool, probe_prompts, probe_labels)
         index["variants"][m["name"]] = entry
         pool.close()
