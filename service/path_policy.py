@@ -6,12 +6,14 @@ so nothing in it may name a file, folder, model or URI the operator did not allo
 - data files: under `data_roots` (service.data_policy); `hf:` datasets only those in
   `paths.hub_datasets`; `builtin:` sets always;
 - models (`model`, `decide.safe_model`, `signals.classifier`, `signals.train.model.backbone`,
-  `evaluate.judges[].path`): `embedded:` names always; hub ids only those in
+  `evaluate.judges[].path`, `evaluate.adapters[]`): `embedded:` names always; hub ids only those in
   `paths.hub_models`; local folders only under `paths.model_roots` (made absolute);
 - Ray Train checkpoint storage (`*.scale.storage_path`): a plain name (a folder in the
   job's own folder), a folder inside the job's folder, or a URI / folder that starts with
   one of `paths.storage_uris`, query included, so a job cannot point `endpoint_override`
   at a host of its choosing;
+- evaluation endpoints (`evaluate.endpoint.url`, an eval job's OpenAI-compatible server):
+  only URL prefixes in `paths.endpoints`;
 - DeepSpeed (`*.scale.deepspeed`): keys that write files or reach the network (monitors,
   profilers, NVMe offload paths, autotuning, ...) only when listed in `paths.deepspeed_keys`;
 - names the stages turn into paths under the job folder (`align.output_name`, decoding
@@ -58,20 +60,23 @@ def confine_config(cfg: PipelineConfig, data_roots: list[str], policy: PathPolic
             scale.storage_path = confine_storage(f"{key}.storage_path", scale.storage_path, cfg.job_dir, policy)
         if scale.deepspeed is not None:
             confine_deepspeed(f"{key}.deepspeed", scale.deepspeed, policy)
+    confine_endpoint("evaluate.endpoint.url", cfg.evaluate.endpoint.url, policy)
 
 
 def model_keys(cfg: PipelineConfig) -> list[tuple[str, str]]:
     """(key, value) of every model the config names that the job will load."""
     out = [("model", cfg.model)]
-    if cfg.decide.safe_model is not None:
-        out.append(("decide.safe_model", cfg.decide.safe_model))
-    if cfg.signals.train is None:
-        out.append(("signals.classifier", cfg.signals.classifier))
-    else:
-        out.append(("signals.train.model.backbone", cfg.signals.train.model.backbone))
+    if cfg.kind == "pipeline":  # an eval job runs no decide, signals or classifier stage
+        if cfg.decide.safe_model is not None:
+            out.append(("decide.safe_model", cfg.decide.safe_model))
+        if cfg.signals.train is None:
+            out.append(("signals.classifier", cfg.signals.classifier))
+        else:
+            out.append(("signals.train.model.backbone", cfg.signals.train.model.backbone))
     for i, judge in enumerate(cfg.evaluate.judges):
         if judge.kind != "string_match" and judge.path != SIGNALS_JUDGE:
             out.append((f"evaluate.judges[{i}].path", judge.path))
+    out += [(f"evaluate.adapters[{i}]", path) for i, path in enumerate(cfg.evaluate.adapters)]
     return out
 
 
@@ -150,9 +155,20 @@ def _ds_reaching_out(obj, prefix: str = "") -> list[str]:
     return out
 
 
+def confine_endpoint(key: str, url: str, policy: PathPolicy) -> None:
+    """An endpoint to evaluate is a request the job sends from inside the cluster: only to
+    servers the operator listed (`paths.endpoints`, URL prefixes)."""
+    if url and not any(_uri_under(url, allowed) for allowed in policy.endpoints):
+        raise ConfigError(f"{key}: {url!r} is not an allowed endpoint ({policy.endpoints or 'none are'}): ask the "
+                          "operator to add it to paths.endpoints", key=key)
+
+
 def _set(cfg, key: str, value: str) -> None:
     *parents, last = re.findall(r"[^.\[\]]+", key)
     obj = cfg
     for part in parents:
         obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
-    setattr(obj, last, value)
+    if last.isdigit():  # a list item (evaluate.adapters[0])
+        obj[int(last)] = value
+    else:
+        setattr(obj, last, value)

@@ -113,6 +113,8 @@ class PathPolicy(BaseModel):
                                     "*.scale.storage_path, query included (endpoint_override must match)")
     deepspeed_keys: list[str] = Field(default_factory=list, description="DeepSpeed keys that write files or reach "
                                       "the network, allowed anyway (dotted, e.g. tensorboard)")
+    endpoints: list[str] = Field(default_factory=list, description="URL prefixes an eval job may send its prompts "
+                                 "to (evaluate.endpoint.url), e.g. http://vllm.internal:8000/v1")
 
 
 def _env_storage() -> str:

@@ -399,6 +399,31 @@ def test_deepspeed_keys_that_write_or_reach_out_need_the_operator(tmp_path, ds, 
     _confine(cfg, {}, tmp_path)
 
 
+def test_eval_adapters_and_endpoints_are_confined(tmp_path):
+    root = tmp_path / "models"
+    (root / "mine").mkdir(parents=True)
+    base = {"kind": "eval", "storage_path": str(tmp_path), "job_id": "e", "model": "embedded:tiny-random-lm",
+            "evaluate": {"enabled": True, "judges": [{"kind": "string_match"}],
+                         "harmful": [{"path": "builtin:demo-harmful-heldout", "format": "builtin"}]}}
+    policy = PathPolicy(model_roots=[str(root)], endpoints=["http://vllm.internal:8000/v1"])
+    cfg = from_dict(PipelineConfig, {**base, "evaluate": {**base["evaluate"], "adapters": ["mine"]}})
+    confine_config(cfg, [], policy)
+    assert cfg.evaluate.adapters == [str((root / "mine").resolve())]
+    for adapters in (["/etc"], ["../../x"]):
+        cfg = from_dict(PipelineConfig, {**base, "evaluate": {**base["evaluate"], "adapters": adapters}})
+        with pytest.raises(ConfigError) as e:
+            confine_config(cfg, [], policy)
+        assert e.value.key == "evaluate.adapters[0]"
+    ok = {"url": "http://vllm.internal:8000/v1", "model": "m"}
+    cfg = from_dict(PipelineConfig, {**base, "evaluate": {**base["evaluate"], "endpoint": ok}})
+    confine_config(cfg, [], policy)
+    for url in ("http://169.254.169.254/latest", "http://vllm.internal:8000/v1/../../admin", "http://evil:8000/v1"):
+        cfg = from_dict(PipelineConfig, {**base, "evaluate": {**base["evaluate"], "endpoint": {**ok, "url": url}}})
+        with pytest.raises(ConfigError, match="is not an allowed endpoint") as e:
+            confine_config(cfg, [], policy)
+        assert e.value.key == "evaluate.endpoint.url"
+
+
 def test_every_path_like_config_key_has_a_rule():
     """A new path-like key in the job config must get a rule in service.path_policy (or be
     added here with why it is safe): this lists every string field whose name says path."""
@@ -416,16 +441,18 @@ def test_every_path_like_config_key_has_a_rule():
             nested = [k for k in kinds if dataclasses.is_dataclass(k)]
             for k in nested:
                 walk(k, f"{prefix}{f.name}.")
-            if not nested and str in kinds and re.search(r"path|dir|model|classifier|backbone|file|uri", f.name):
+            if not nested and str in kinds and re.search(r"path|dir|model|classifier|backbone|file|uri|url|adapter", f.name):
                 seen.append(prefix + f.name)
 
     walk(PipelineConfig, "")
     ruled = {
         "storage_path", "model", "decide.safe_model", "signals.classifier", "signals.train.model.backbone",
-        "evaluate.judges.path",  # service.path_policy.model_keys
+        "evaluate.judges.path", "evaluate.adapters",  # service.path_policy.model_keys
+        "evaluate.endpoint.url",  # confine_endpoint: paths.endpoints
+        "evaluate.endpoint.model",  # a name the endpoint serves, sent in the request body: no file, no host
         "align.scale.storage_path", "signals.train.scale.storage_path",  # confine_storage
         "signals.train.output_dir",  # replaced by the pipeline with <job_dir>/classifier
-        *(f"{s}.path" for s in ("prompts.harmful", "prompts.benign", "signals.train.data.sources",
+        *(f"{s}.path" for s in ("prompts.harmful", "prompts.benign", "signals.train.data.sources", "targets.refusal_source",
                                 "signals.train.data.validation", "signals.train.data.test", "evaluate.harmful",
                                 "evaluate.benign", "evaluate.reasoning")),  # data_policy
     }
