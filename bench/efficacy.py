@@ -48,7 +48,9 @@ def main() -> int:
     ap.add_argument("--storage", default=str(ROOT / "runs"))
     ap.add_argument("--limit", type=int, default=32, help="prompts per evaluation source")
     ap.add_argument("--seeds", default="0,1,2", help="align + sampling seeds, comma-separated")
-    ap.add_argument("--xstest", default=str(XSTEST_JUDGE), help="the XSTest-trained judge classifier folder")
+    ap.add_argument("--xstest", default=str(XSTEST_JUDGE), help="the XSTest-trained judge classifier folder; "
+                    "'none': string match only (add the classifier later: rerun with it and --from-job: only "
+                    "the judge stage runs again)")
     ap.add_argument("--name", default="efficacy", help="result file bench/results/<name>.json")
     ap.add_argument("overrides", nargs="*", help="quickstart config overrides, key=value")
     args = ap.parse_args()
@@ -58,7 +60,7 @@ def main() -> int:
     from jobs.pipeline import Pipeline
     from jobs.pipeline_config import PipelineConfig
 
-    if not (Path(args.xstest) / "meta.json").is_file():
+    if args.xstest != "none" and not (Path(args.xstest) / "meta.json").is_file():
         raise SystemExit(f"{args.xstest}: no XSTest judge; train it first: "
                          ".venv/bin/presafe classifier train --config jobs/configs/classifier_xstest.yaml")
     harm = SHARED / "prompts" / "harmful"
@@ -77,8 +79,8 @@ def main() -> int:
             {"name": "greedy"},
             {"name": "t0.6", "temperature": 0.6, "top_p": 0.95, "samples": 1, "seed": 1},
             {"name": "t1.0", "temperature": 1.0, "top_p": 0.95, "samples": 1, "seed": 1}]),
-        "evaluate.judges=" + json.dumps([{"kind": "string_match"},
-                                         {"kind": "classifier", "path": args.xstest, "name": "xstest_classifier"}]),
+        "evaluate.judges=" + json.dumps([{"kind": "string_match"}] + (
+            [] if args.xstest == "none" else [{"kind": "classifier", "path": args.xstest, "name": "xstest_classifier"}])),
         "evaluate.headline=string_match",
         # The obvious attack on a decision made before the CoT: open the think block for the
         # model; and two public jailbreak wrappers (each harmful prompt once per variant).
