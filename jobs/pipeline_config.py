@@ -211,6 +211,11 @@ class AlignTrainSettings:
     gradient_checkpointing: bool = False
     """Recompute activations during backward (GPU configs for 7B/8B models turn it on)."""
     seed: int = 0
+    decision_tokens: int = 0
+    """The first N target tokens after t* (where the model commits: `</think>` and the
+    refusal's opening, or the first thinking tokens) weigh `decision_weight` in the LM
+    loss: a lever for decisions that hold under sampling. 0 = plain SFT weighting."""
+    decision_weight: float = 1.0
 
     def validate(self) -> None:
         check(self.epochs >= 1, "epochs", "must be >= 1")
@@ -222,6 +227,8 @@ class AlignTrainSettings:
         check(16 <= self.max_length, "max_length", "must be >= 16")
         check(self.log_every >= 1, "log_every", "must be >= 1")
         check(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
+        check(self.decision_tokens >= 0, "decision_tokens", "must be >= 0")
+        check(1.0 <= self.decision_weight <= 100.0, "decision_weight", "must be in [1, 100]")
 
 
 SWEEP_DEPTHS = {"early": 0.25, "middle": 0.5, "late": 0.75}

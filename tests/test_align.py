@@ -292,3 +292,23 @@ def test_targets_longer_than_max_length_are_dropped_never_truncated(tiny_lm):
     # nothing left to train on: a clear error naming the key, before any training starts
     with pytest.raises(DataError, match=r"all 2 targets are longer than align.train.max_length=16"):
         AlignTrainer(pipeline_cfg(tiny_lm, Path("/nonexistent"), train={"max_length": 16}), [long, long])
+
+
+def test_decision_tokens_weigh_more_in_the_lm_loss():
+    """The first `decision_tokens` target tokens carry `decision_weight`; the weighted loss
+    is the weighted mean of the per-token losses (and equals the plain mean at weight 1)."""
+    import torch
+
+    from jobs.align.data import AlignExample, collate
+    from jobs.align.losses import IGNORE, lm_loss
+
+    ex = AlignExample(input_ids=[5, 6, 7, 8, 9, 10], labels=[IGNORE, IGNORE, 7, 8, 9, 10], t_star=1, signal=1.0,
+                      decision_tokens=2)
+    batch = collate([ex], pad_id=0, decision_weight=4.0)
+    assert batch["label_weights"].tolist() == [[1.0, 1.0, 4.0, 4.0, 1.0, 1.0]]
+    assert "label_weights" not in collate([ex], pad_id=0)  # weight 1: the plain batch
+    logits, targets = torch.randn(4, 11), torch.tensor([7, 8, 9, 10])
+    nll = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+    w = torch.tensor([4.0, 4.0, 1.0, 1.0])
+    assert torch.allclose(lm_loss(logits, targets, w), (nll * w).sum() / w.sum())
+    assert torch.allclose(lm_loss(logits, targets, torch.ones(4)), lm_loss(logits, targets))

@@ -36,6 +36,8 @@ class AlignExample:
     labels: list[int]
     t_star: int
     signal: float
+    decision_tokens: int = 0
+    """How many target tokens after t* carry the decision weight (0 = none)."""
 
 
 def read_rows(path: str | Path) -> list[AlignRow]:
@@ -48,7 +50,8 @@ def read_rows(path: str | Path) -> list[AlignRow]:
     return rows
 
 
-def build_example(tokenizer, row: AlignRow, template: TemplateConfig, max_length: int, hard: bool) -> AlignExample | None:
+def build_example(tokenizer, row: AlignRow, template: TemplateConfig, max_length: int, hard: bool,
+                  decision_tokens: int = 0) -> AlignExample | None:
     """Tokens of prompt + completion + eos, labels masked (IGNORE) on the prompt. Returns
     None when they exceed max_length: a target is dropped, never truncated (a cut-off CoT
     teaches the model to stop mid-thought); the caller counts the drops."""
@@ -58,11 +61,14 @@ def build_example(tokenizer, row: AlignRow, template: TemplateConfig, max_length
     if len(prompt_ids) + len(target_ids) > max_length:
         return None
     signal = float(row.decision == "refuse") if hard else float(row.signal)
-    return AlignExample(prompt_ids + target_ids, [IGNORE] * len(prompt_ids) + target_ids, rendered.t_star, signal)
+    return AlignExample(prompt_ids + target_ids, [IGNORE] * len(prompt_ids) + target_ids, rendered.t_star, signal,
+                        min(decision_tokens, len(target_ids)))
 
 
-def collate(examples: list[AlignExample], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-padded batch: input_ids/attention_mask/labels [B, T], t_star/signal [B].
+def collate(examples: list[AlignExample], pad_id: int, decision_weight: float = 1.0) -> dict[str, torch.Tensor]:
+    """Right-padded batch: input_ids/attention_mask/labels [B, T], t_star/signal [B]; with
+    decision_weight != 1 also label_weights [B, T]: the first `decision_tokens` target
+    tokens of each row weigh decision_weight in the LM loss, the others 1.
     Right padding leaves t* where the prompt put it."""
     width = max(len(e.input_ids) for e in examples)
     n = len(examples)
@@ -73,10 +79,17 @@ def collate(examples: list[AlignExample], pad_id: int) -> dict[str, torch.Tensor
         ids[i, : len(e.input_ids)] = torch.tensor(e.input_ids)
         labels[i, : len(e.labels)] = torch.tensor(e.labels)
         mask[i, : len(e.input_ids)] = 1
-    return {
+    out = {
         "input_ids": ids,
         "attention_mask": mask,
         "labels": labels,
         "t_star": torch.tensor([e.t_star for e in examples], dtype=torch.long),
         "signal": torch.tensor([e.signal for e in examples], dtype=torch.float32),
     }
+    if decision_weight != 1.0:
+        weights = torch.ones((n, width), dtype=torch.float32)
+        for i, e in enumerate(examples):
+            start = next(j for j, lab in enumerate(e.labels) if lab != IGNORE)  # the first target token
+            weights[i, start : start + e.decision_tokens] = decision_weight
+        out["label_weights"] = weights
+    return out

@@ -23,12 +23,17 @@ def shifted_targets(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mask, nxt[mask]
 
 
-def lm_loss(token_logits: torch.Tensor, token_targets: torch.Tensor) -> torch.Tensor:
+def lm_loss(token_logits: torch.Tensor, token_targets: torch.Tensor,
+            token_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Mean cross-entropy over the N target tokens of the batch (a token-level mean, as
-    in SFT). token_logits: [N, V]; token_targets: [N]."""
+    in SFT); with token_weights [N], the weighted mean sum(w * nll) / sum(w).
+    token_logits: [N, V]; token_targets: [N]."""
     if token_targets.numel() == 0:
         return token_logits.sum() * 0.0
-    return F.cross_entropy(token_logits.float(), token_targets)
+    if token_weights is None:
+        return F.cross_entropy(token_logits.float(), token_targets)
+    nll = F.cross_entropy(token_logits.float(), token_targets, reduction="none")
+    return (nll * token_weights).sum() / token_weights.sum().clamp_min(1e-8)
 
 
 def gather_pre_cot(hidden_states: tuple[torch.Tensor, ...], layers: list[int], t_star: torch.Tensor,

@@ -80,8 +80,9 @@ class PreCoTModel(nn.Module):
         self.detach = detach
         self.pooling = pooling
 
-    def forward(self, input_ids, attention_mask, labels, t_star, signal) -> dict[str, torch.Tensor]:
-        """input_ids/attention_mask/labels: [B, T]; t_star: [B]; signal: [B] in [0, 1].
+    def forward(self, input_ids, attention_mask, labels, t_star, signal, label_weights=None) -> dict[str, torch.Tensor]:
+        """input_ids/attention_mask/labels: [B, T]; t_star: [B]; signal: [B] in [0, 1];
+        label_weights: [B, T] per-label LM-loss weights (None = all 1).
         Returns loss, lm_loss, aux_loss (detached copies for logging) and head_logits [B]."""
         base = self.lm.get_base_model()
         out = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
@@ -90,7 +91,12 @@ class PreCoTModel(nn.Module):
         # Project only the target positions onto the vocabulary: prompt tokens carry no
         # LM loss, so their [V]-wide logits would be wasted work and memory.
         token_logits = base.get_output_embeddings()(out.last_hidden_state[positions])  # [N, V]
-        lm = lm_loss(token_logits, targets)
+        weights = None
+        if label_weights is not None:  # the weight of label t + 1 goes with position t
+            shifted = torch.ones_like(label_weights)
+            shifted[:, :-1] = label_weights[:, 1:]
+            weights = shifted[positions]
+        lm = lm_loss(token_logits, targets, weights)
         h = gather_pre_cot(out.hidden_states, self.layers, t_star, self.pooling)  # [B, H]
         if self.detach:
             h = h.detach()

@@ -69,7 +69,8 @@ class AlignTrainer:
         self.model = PreCoTModel(add_lora(base, a.lora), layers, a.aux.weight, a.aux.detach, a.aux.pooling)
         self.layers = layers
         hard = a.aux.target == "hard"
-        built = [build_example(self.tokenizer, r, cfg.template, a.train.max_length, hard) for r in rows]
+        built = [build_example(self.tokenizer, r, cfg.template, a.train.max_length, hard, a.train.decision_tokens)
+                 for r in rows]
         self.examples = [e for e in built if e is not None]
         self.skipped = len(built) - len(self.examples)
         if not self.examples:
@@ -118,7 +119,7 @@ class AlignTrainer:
         perm = torch.randperm(len(self.examples), generator=g).tolist()
         shard = perm[self.rank :: self.world_size]
         idx = shard[within * a.batch_size : (within + 1) * a.batch_size]
-        batch = collate([self.examples[i] for i in idx], self.tokenizer.pad_token_id)
+        batch = collate([self.examples[i] for i in idx], self.tokenizer.pad_token_id, a.decision_weight)
         return {k: v.to(self.engine.device) for k, v in batch.items()}
 
     # -- one step -------------------------------------------------------------------------
