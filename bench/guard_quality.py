@@ -49,7 +49,6 @@ from jobs.classifier.model import DecisionClassifier  # noqa: E402
 from jobs.classifier.train import load_splits, train_classifier  # noqa: E402
 from jobs.config import from_dict, load_config, to_dict  # noqa: E402
 from jobs.data.readers import DataSource, read_examples  # noqa: E402
-from jobs.data.records import REFUSE  # noqa: E402
 from jobs.evaluation.stats import pooled, rate  # noqa: E402
 
 RECIPE = ROOT / "jobs" / "configs" / "classifier_guard.yaml"
