@@ -36,6 +36,33 @@ from jobs.evaluation.judges import string_match_refuses  # noqa: E402
 DATA = Path(os.environ.get("PRESAFE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 XSTEST = DATA / "classifier" / "xstest_completions_train.csv"
 
+def fold_config(settings: dict, output: Path, **data) -> ClassifierJobConfig:
+    """`settings` (a ClassifierJobConfig as plain data) writing to `output`, with no test
+    split, a 10% validation split, and `data` keys replaced."""
+    return from_dict(ClassifierJobConfig, {**settings, "output_dir": str(output),
+                                           "data": {**settings["data"], "test_fraction": 0.0, "val_fraction": 0.1,
+                                                    **data}})
+
+
+def model_folds(settings: dict, pairs: list, models: list[str], work: Path) -> list[dict]:
+    """Leave one answering model out: for each model, train `settings` (its data.sources
+    must hold the XSTest completions) without that model's pairs and test on them, beside
+    the string-match baseline on the same rows. One row of results per model."""
+    rows = []
+    for held in models:
+        cfg = fold_config(settings, work / f"holdout-{held}", holdout_column="model", holdout_value=held)
+        start = time.perf_counter()
+        out = train_classifier(cfg)
+        train_s = time.perf_counter() - start
+        test = [e for e in pairs if e.meta["model"] == held]
+        m = evaluate_classifier(out, test)["pairs"]
+        base = binary_metrics([int(string_match_refuses(e.response)) for e in test], [e.label for e in test], 0.5)
+        rows.append({"held_out_model": held, "n": m["n"], "accuracy": m["accuracy"], "f1": m["f1"], "auroc": m["auroc"],
+                     "string_match_accuracy": base["accuracy"], "string_match_f1": base["f1"], "train_seconds": train_s,
+                     "model_dir": str(out)})
+    return rows
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--epochs", type=int, default=None, help="override train.epochs")
@@ -54,25 +81,10 @@ def main() -> int:
     if args.models:
         models = [m for m in models if m in args.models.split(",")]
     work = Path(tempfile.mkdtemp(prefix="presafe-bench-"))
-    rows = []
     user = list(args.overrides) + ([f"train.epochs={args.epochs}"] if args.epochs else [])
     settings = to_dict(load_config(ClassifierJobConfig, None, user))
-
-    def config(output: Path, **data) -> ClassifierJobConfig:
-        return from_dict(ClassifierJobConfig, {**settings, "output_dir": str(output),
-                                               "data": {**settings["data"], "sources": [src], "test_fraction": 0.0,
-                                                        "val_fraction": 0.1, **data}})
-
-    for held in models:
-        cfg = config(work / f"holdout-{held}", holdout_column="model", holdout_value=held)
-        start = time.perf_counter()
-        out = train_classifier(cfg)
-        train_s = time.perf_counter() - start
-        test = [e for e in pairs if e.meta["model"] == held]
-        m = evaluate_classifier(out, test)["pairs"]
-        base = binary_metrics([int(string_match_refuses(e.response)) for e in test], [e.label for e in test], 0.5)
-        rows.append({"held_out_model": held, "n": m["n"], "accuracy": m["accuracy"], "f1": m["f1"], "auroc": m["auroc"],
-                     "string_match_accuracy": base["accuracy"], "string_match_f1": base["f1"], "train_seconds": train_s})
+    settings["data"]["sources"] = [src]
+    rows = model_folds(settings, pairs, models, work)
     m, d = settings["model"], settings["data"]
     result = {"data": str(XSTEST),
               "config": f"ClassifierJobConfig defaults{' + ' + ' '.join(user) if user else ''} "
@@ -85,7 +97,7 @@ def main() -> int:
               "mean_string_match_accuracy": sum(r["string_match_accuracy"] for r in rows) / len(rows),
               "target_mean_accuracy": 0.93}
     if args.full:
-        cfg = config(work / "full")
+        cfg = fold_config(settings, work / "full")
         start = time.perf_counter()
         train_classifier(cfg)
         result["full_train_seconds"] = time.perf_counter() - start

@@ -21,6 +21,7 @@ $PRESAFE_URL / $PRESAFE_TOKEN, else the service `presafe up` started):
     presafe jobs cancel ID | resume ID [--wait] | report ID [--json]
     presafe classify "prompt" [--response "..."] [--model ID] [--json]
     presafe models list            (also lists the service's classifiers when one is configured)
+    presafe models register DIR [--name NAME]   (a trained classifier, servable at once; models:write)
 
 User errors (bad config, malformed data, missing model; a request the service rejects)
 print one line naming the file, key or line and exit with status 2; no traceback. A
@@ -47,6 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     models.add_parser("prepare", help="prepare the embedded models (idempotent)")
     models_list = models.add_parser("list", help="show the embedded models (and a service's classifiers)")
     service_commands.add_service_options(models_list)
+    models_register = models.add_parser("register", help="register a trained classifier folder with a presafe "
+                                                         "service: servable at once, no redeploy (models:write)")
+    models_register.add_argument("dir", help="the classifier folder (with meta.json), under the service's "
+                                             "paths.model_roots; a folder that exists here is sent as an "
+                                             "absolute path")
+    models_register.add_argument("--name", default=None, help="the model id (default: the folder's name)")
+    service_commands.add_service_options(models_register)
 
     clf = sub.add_parser("classifier", help="the safety-decision classifier").add_subparsers(dest="action", required=True)
     train = clf.add_parser("train", help="train a classifier from a YAML config")
@@ -179,6 +187,8 @@ def _judge(args) -> int:
 
 
 def _models(args) -> int:
+    if args.action == "register":
+        return service_commands.register_command(args)
     from jobs.models.embedded import list_models, prepare_all
 
     rows = prepare_all() if args.action == "prepare" else list_models()

@@ -41,7 +41,9 @@ from service.schemas import (
     JobRecord,
     JobReport,
     JobStatus,
+    ModelInfo,
     ModelList,
+    ModelRegister,
     Promotion,
     QueuePage,
 )
@@ -351,6 +353,12 @@ class PresafeClient:
 
     def models(self) -> ModelList:
         return self._parse(ModelList, self._request("GET", "/models"))
+
+    def register_model(self, path: str, name: str | None = None) -> ModelInfo:
+        """Register a trained classifier folder (a path on the service's machines, under its
+        paths.model_roots) as a model you own; /v1/classify serves it at once (models:write)."""
+        body = _body(ModelRegister, {"path": path, "name": name}, exclude_none=True)
+        return self._parse(ModelInfo, self._request("POST", "/models", json=body))
 
     def promote(self, model_id: str) -> Promotion:
         """Make a classifier the service's default, servable to every caller (admin token)."""

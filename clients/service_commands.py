@@ -6,6 +6,7 @@
     presafe jobs cancel ID | resume ID [--wait] | report ID [--json] | promote ID   (admin)
     presafe classify "prompt" [--response TEXT] [--model ID] [--json]
     presafe models list          (embedded models, then the service's classifiers)
+    presafe models register DIR [--name NAME]   (models:write; the folder under paths.model_roots)
     presafe tokens add NAME [--scopes S ...] [--max-running N] [--max-priority P] [--out FILE]
     presafe tokens list | revoke NAME        (--file TOKENS_FILE; default: the `presafe up` one)
 
@@ -98,7 +99,7 @@ def add_parsers(sub) -> None:
                                            "redeploy)").add_subparsers(dest="action", required=True)
     add = tokens.add_parser("add", help="make a token for NAME; it is printed once (or written to --out)")
     add.add_argument("name")
-    add.add_argument("--scopes", nargs="+", default=None, choices=["jobs:read", "jobs:write", "classify", "admin"],
+    add.add_argument("--scopes", nargs="+", default=None, choices=["jobs:read", "jobs:write", "classify", "models:write", "admin"],
                      help="default: jobs:read jobs:write classify")
     add.add_argument("--max-running", type=int, default=None, help="jobs of NAME running at once (default: the "
                                                                   "service's queue.max_running_per_owner)")
@@ -368,6 +369,19 @@ def _promote(args) -> int:
     return 0
 
 
+def register_command(args) -> int:
+    """`presafe models register DIR`: POST /v1/models. The service checks the path on its
+    own machines; a folder that exists here is sent as an absolute path (the same path on a
+    local service), any other as typed (relative to the service's model roots)."""
+    import os
+
+    path = os.path.abspath(os.path.expanduser(args.dir)) if os.path.isdir(os.path.expanduser(args.dir)) else args.dir
+    with _client(args) as c:
+        m = c.register_model(path, args.name)
+    print(f"registered {m.id} (version {m.version}) from {m.path}; classify with --model {m.id}")
+    return 0
+
+
 def _cancel(args) -> int:
     from service.schemas import JobStatus
 
@@ -481,7 +495,7 @@ def classify_command(args) -> int:
         print(res.model_dump_json(indent=2))
         return 0
     d = res.decisions[0]
-    print(f"{d.decision}  p_refuse={d.p_refuse:.4f}  (model {res.model})")
+    print(f"{d.decision}  p_refuse={d.p_refuse:.4f}  (model {res.version or res.model})")
     return 0
 
 
@@ -505,10 +519,11 @@ def service_models(args) -> None:
     print(f"service {url}: {len(models.items)} classifier(s)")
     if not models.items:
         return
-    rows = [["", "ID", "SOURCE", "OWNER", "BACKBONE", "THRESHOLD", "PATH"]]
+    rows = [["", "ID", "VERSION", "SOURCE", "OWNER", "BACKBONE", "THRESHOLD", "PATH"]]
     for m in models.items:
         source = m.source + (", promoted" if m.promoted else "")
-        rows.append(["*" if m.id == models.default else "", m.id, source, m.owner or "-", m.backbone or "-",
+        rows.append(["*" if m.id == models.default else "", m.id, m.version or "-", source, m.owner or "-",
+                     m.backbone or "-",
                      "-" if m.threshold is None else f"{m.threshold:.3f}", m.path])
     print(_table(rows))
     if models.default:

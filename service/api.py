@@ -46,19 +46,21 @@ from service.schemas import (
     JobRecord,
     JobReport,
     JobStatus,
+    ModelInfo,
     ModelList,
+    ModelRegister,
     Promotion,
     QueuePage,
 )
 from service.settings import ServiceSettings
-from service.store import JobNotFound
+from service.store import JobNotFound, ModelTaken
 
 log = logging.getLogger("presafe.service")
 
 ClassifyFn = Callable[[str, list[str], list[str | None]], Awaitable[list[Decision]]]
 ReadyFn = Callable[[], Awaitable[dict[str, str]]]
 PLOTS = ("metrics.png", "probes.png", "sweep.png", "temperature.png")
-_STATUS = {JobNotFound: 404, UnknownModel: 404, JobConflict: 409, NoClassifier: 409, LaunchError: 503,
+_STATUS = {JobNotFound: 404, UnknownModel: 404, JobConflict: 409, NoClassifier: 409, ModelTaken: 409, LaunchError: 503,
            ClassifierUnavailable: 503}
 _ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404, 409, 413, 422, 503)}
 
@@ -70,6 +72,7 @@ def create_api(settings: ServiceSettings, jobs: JobService, models: ModelRegistr
     auth = auth or Authenticator(settings)
     limits = settings.limits
     read, write, clf, admin = (auth.dependency(s) for s in ("jobs:read", "jobs:write", "classify", "admin"))
+    models_write = auth.dependency("models:write")
     app.add_middleware(BodyLimit, max_bytes=limits.request_max_bytes)
 
     @app.exception_handler(PresafeError)
@@ -156,6 +159,18 @@ def create_api(settings: ServiceSettings, jobs: JobService, models: ModelRegistr
     def list_models(caller: Principal = Depends(clf)):
         return models.models(caller)
 
+    @app.post("/v1/models", response_model=ModelInfo, status_code=201, tags=["classifier"],
+              summary="Register a trained classifier folder under paths.model_roots: servable at once, owned by "
+                      "the caller (scope models:write; admin implies it)")
+    def register_model(body: ModelRegister, caller: Principal = Depends(models_write)):
+        try:
+            info = models.register(body.path, body.name, caller)
+        except ConfigError as e:  # a body field, not a job config key
+            raise RequestValidationError([{"loc": ("body", e.key or "path"), "type": "value_error",
+                                           "msg": str(e), "input": None}]) from None
+        log.info("presafe: %s registered classifier %s (%s) from %s", caller.name, info.id, info.version, info.path)
+        return info
+
     @app.post("/v1/models/{model_id}/promote", response_model=Promotion, tags=["classifier"],
               summary="Make a classifier the default of /v1/classify and servable to every caller (admin)")
     def promote_model(model_id: str, caller: Principal = Depends(admin)):
@@ -176,9 +191,9 @@ def create_api(settings: ServiceSettings, jobs: JobService, models: ModelRegistr
                   if len(text) > limits.classify_max_chars]
         if errors:
             raise RequestValidationError(errors)
-        model_id, path = await asyncio.to_thread(models.resolve, body.model, caller)  # reads the disk now and then
-        decisions = await classify(path, [i.prompt for i in body.items], [i.response for i in body.items])
-        return ClassifyResponse(model=model_id, decisions=decisions)
+        info = await asyncio.to_thread(models.resolve_info, body.model, caller)  # reads the disk now and then
+        decisions = await classify(info.path, [i.prompt for i in body.items], [i.response for i in body.items])
+        return ClassifyResponse(model=info.id, version=info.version, decisions=decisions)
 
     # -- health -----------------------------------------------------------------------------
     @app.get("/v1/healthz", response_model=Health, tags=["health"])

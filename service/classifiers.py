@@ -1,20 +1,26 @@
 """Which classifiers the service can serve, and a cache of loaded ones (plain objects).
 
 - `ModelRegistry`: the classifiers trained by jobs (`<storage_path>/jobs/<id>/classifier`,
-  id = the job id) and those registered in settings (`model_dirs`: id -> folder), each
-  with the metrics of its `meta.json`; resolves a request's model id to a folder. A job's
-  classifier is visible to the job's owner (and admins); registered ones and those an
-  admin promoted are visible to everyone. The default is the latest promotion (else the
-  settings' `default_classifier`): it changes only by an admin's action, never because a
-  newer job finished.
+  id = the job id), those of the settings (`model_dirs`: id -> folder) and those registered
+  over the API (`register`, POST /v1/models: recorded in the store, servable at once, no
+  redeploy), each with the metrics of its `meta.json` and a version (`<id>@<data
+  fingerprint>`); resolves a request's model id to a folder. A job's classifier is visible
+  to the job's owner (and admins), an API-registered one to the principal that registered
+  it; the settings' ones and those an admin promoted are visible to everyone. The default
+  is the latest promotion (else the settings' `default_classifier`): it changes only by an
+  admin's action, never because a newer job finished.
 - `ClassifierPool`: loads a classifier once and keeps it (least recently used out
-  first), and scores many requests in one forward pass per model: what the Serve
+  first; loaded again when its meta.json changes, so a retrained folder is never served
+  stale under a new version), and scores many requests in one forward pass per model: what the Serve
   deployment's `@serve.batch` method calls.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import re
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -73,6 +79,9 @@ class ModelRegistry:
         items = [_info(i, p, "job", owners.get(i), i in promoted) for i, p in found]
         items += [_info(i, Path(p), "registered", None, i in promoted) for i, p in self.settings.model_dirs.items()
                   if (Path(p) / META).is_file()]
+        registered = self.store.registered_models() if self.store is not None else []
+        items += [_info(r.model_id, Path(r.path), "registered", r.owner, r.model_id in promoted) for r in registered
+                  if (Path(r.path) / META).is_file()]
         return ModelList(items=items, default=self._default_id(items))
 
     def _default_id(self, items: list[ModelInfo]) -> str | None:
@@ -85,7 +94,7 @@ class ModelRegistry:
     def _visible(self, m: ModelInfo, caller: Principal | None) -> bool:
         if caller is None or caller.admin or self.store is None:
             return True
-        return (m.source == "registered" or m.promoted or m.owner == caller.name
+        return ((m.source == "registered" and m.owner is None) or m.promoted or m.owner == caller.name
                 or m.id == self.settings.default_classifier)
 
     def models(self, caller: Principal | None = None) -> ModelList:
@@ -104,9 +113,42 @@ class ModelRegistry:
         self._cached = None
         return Promotion(model=p.model_id, promoted_by=p.promoted_by, promoted_at=p.promoted_at)
 
+    def register(self, path: str, name: str | None, caller: Principal) -> ModelInfo:
+        """Record a trained classifier folder (under paths.model_roots, with meta.json) as
+        model `name` (default: the folder's name), owned by the caller: servable by the next
+        /v1/classify, no redeploy. ConfigError (422) for a path outside the roots or a
+        folder that is not a classifier; ModelTaken (409) for an id in use."""
+        if self.store is None:
+            raise NoClassifier("registering classifiers needs the job store")
+        # imported here: the classifier deployment imports this module and needs neither
+        from jobs.errors import ConfigError
+        from service.path_policy import confine_model_dir
+        from service.store import ModelTaken
+
+        folder = Path(confine_model_dir("path", path, self.settings.paths))
+        try:
+            json.loads((folder / META).read_text())
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"path: {path!r} is not a presafe classifier (no readable {META}: {type(e).__name__}); "
+                              "train one with `presafe classifier train`", key="path") from None
+        model_id = name or folder.name
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", model_id):
+            raise ConfigError(f"name: {model_id!r} is not a model id (letters, digits, . _ -; at most 64); "
+                              "give --name", key="name")
+        if any(m.id == model_id for m in self._all().items):
+            raise ModelTaken(f"model id {model_id!r} is taken; choose another name")
+        self.store.register_model(model_id, str(folder), caller.name)
+        self._cached = None  # the next resolve lists again and finds it
+        return next(m for m in self._all().items if m.id == model_id)
+
     def resolve(self, model_id: str | None, caller: Principal | None = None) -> tuple[str, str]:
-        """(id, folder) for a request's model (None: the default). A model the caller may
-        not use is "not found", like one that does not exist."""
+        """(id, folder) for a request's model (None: the default); see resolve_info."""
+        info = self.resolve_info(model_id, caller)
+        return info.id, info.path
+
+    def resolve_info(self, model_id: str | None, caller: Principal | None = None) -> ModelInfo:
+        """The ModelInfo (id, folder, version) of a request's model (None: the default). A
+        model the caller may not use is "not found", like one that does not exist."""
         listing = self._listing()
         wanted = model_id or listing.default
         if wanted is None or all(m.id != wanted for m in listing.items):
@@ -118,16 +160,25 @@ class ModelRegistry:
         visible = [m for m in listing.items if self._visible(m, caller)]
         for m in visible:
             if m.id == model_id:
-                return m.id, m.path
+                return m
         known = ", ".join(m.id for m in visible) or "none"
         raise UnknownModel(f"model {model_id!r} not found (yours: {known}); see GET /v1/models")
 
 
 def _info(model_id: str, path: Path, source: str, owner: str | None = None, promoted: bool = False) -> ModelInfo:
-    meta = json.loads((path / META).read_text())
+    text = (path / META).read_text()
+    meta = json.loads(text)
     backbone = (meta.get("config") or {}).get("model", {}).get("backbone")
-    return ModelInfo(id=model_id, path=str(path), source=source, backbone=backbone, owner=owner,
-                     promoted=promoted, threshold=meta.get("threshold"), metrics=meta.get("metrics", {}))
+    return ModelInfo(id=model_id, version=model_version(model_id, meta, text), path=str(path), source=source,
+                     backbone=backbone, owner=owner, promoted=promoted, threshold=meta.get("threshold"),
+                     metrics=meta.get("metrics", {}))
+
+
+def model_version(model_id: str, meta: dict, meta_text: str = "") -> str:
+    """`<id>@<12 hex digits>`: of the training data's fingerprint in meta.json, else (a
+    folder saved without one) of meta.json's text."""
+    digest = (meta.get("data") or {}).get("fingerprint") or hashlib.sha256(meta_text.encode()).hexdigest()
+    return f"{model_id}@{str(digest)[:12]}"
 
 
 class ClassifierPool:
@@ -135,14 +186,19 @@ class ClassifierPool:
 
     def __init__(self, capacity: int = 4, device: str | None = None):
         self.capacity, self.device = capacity, device
-        self._loaded: OrderedDict[str, DecisionClassifier] = OrderedDict()
+        self._loaded: OrderedDict[str, tuple[int, DecisionClassifier]] = OrderedDict()
 
     def get(self, path: str) -> DecisionClassifier:
-        if path in self._loaded:
+        try:  # a folder published again (retrained, re-registered) has a new meta.json: load it again
+            stamp = os.stat(Path(path) / META).st_mtime_ns
+        except OSError:
+            stamp = -1
+        if path in self._loaded and self._loaded[path][0] == stamp:
             self._loaded.move_to_end(path)
-            return self._loaded[path]
+            return self._loaded[path][1]
         clf = DecisionClassifier.load(path, self.device)
-        self._loaded[path] = clf
+        self._loaded[path] = (stamp, clf)
+        self._loaded.move_to_end(path)
         while len(self._loaded) > self.capacity:
             self._loaded.popitem(last=False)
         return clf

@@ -95,17 +95,37 @@ def confine_model(key: str, value: str, policy: PathPolicy) -> str:
         return value
     if HUB_ID.fullmatch(value) and _allowed(value, policy.hub_models):
         return value
-    roots = [Path(os.path.realpath(r)) for r in policy.model_roots]
-    raw = Path(value).expanduser()
-    candidates = [raw] if raw.is_absolute() else [Path(r) / raw for r in policy.model_roots]
-    for c in candidates:
-        real = Path(os.path.realpath(c))
-        if any(_inside(real, r) for r in roots) and real.exists():
-            return str(real)
+    local = _under_model_roots(value, policy.model_roots)
+    if local is not None:
+        return str(local)
     allowed = [f"embedded: models", f"hub ids {policy.hub_models}" if policy.hub_models else "no hub ids",
                f"folders under {policy.model_roots}" if policy.model_roots else "no local folders"]
     raise ConfigError(f"{key}: {value!r} is not an allowed model ({'; '.join(allowed)}): ask the operator to add "
                       "it to paths.hub_models or paths.model_roots", key=key)
+
+
+def _under_model_roots(value: str, model_roots: list[str]) -> Path | None:
+    """The real path (symlinks followed) of `value`, absolute or relative to a root, when it
+    exists inside one of the roots; None otherwise."""
+    roots = [Path(os.path.realpath(r)) for r in model_roots]
+    raw = Path(value).expanduser()
+    candidates = [raw] if raw.is_absolute() else [Path(r) / raw for r in model_roots]
+    for c in candidates:
+        real = Path(os.path.realpath(c))
+        if any(_inside(real, r) for r in roots) and real.exists():
+            return real
+    return None
+
+
+def confine_model_dir(key: str, value: str, policy: PathPolicy) -> str:
+    """A local classifier folder to register (POST /v1/models): confined like a job's local
+    model (under paths.model_roots, symlinks followed, made absolute); no hub ids or
+    embedded names. ConfigError names the key otherwise."""
+    local = _under_model_roots(value, policy.model_roots)
+    if local is None or not local.is_dir():
+        roots = f"folders under {policy.model_roots}" if policy.model_roots else "none: paths.model_roots is empty"
+        raise ConfigError(f"{key}: {value!r} is not a folder under the service's model roots ({roots})", key=key)
+    return str(local)
 
 
 def confine_storage(key: str, value: str, job_dir: str, policy: PathPolicy) -> str:

@@ -124,18 +124,34 @@ class Decision(BaseModel):
 
 class ClassifyResponse(BaseModel):
     model: str
+    version: str | None = Field(None, description="the version of the model that decided: "
+                                "<model id>@<first 12 hex digits of its training data's fingerprint>")
     decisions: list[Decision]
 
 
 class ModelInfo(BaseModel):
     id: str
+    version: str | None = Field(None, description="<id>@<first 12 hex digits of meta.json's data fingerprint> "
+                                "(a folder without one: of meta.json itself); changes when the folder is retrained")
     path: str
-    source: str = Field(description='"job" (trained by a job) or "registered"')
-    owner: str | None = Field(None, description="the principal whose job trained it")
+    source: str = Field(description='"job" (trained by a job) or "registered" (settings.model_dirs, or '
+                                    'POST /v1/models)')
+    owner: str | None = Field(None, description="the principal whose job trained it, or who registered it")
     promoted: bool = Field(False, description="an admin made it servable to everyone (POST /v1/models/{id}/promote)")
     backbone: str | None = None
     threshold: float | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelRegister(BaseModel):
+    """POST /v1/models: record a trained classifier folder so /v1/classify can serve it."""
+
+    model_config = ConfigDict(extra="forbid")
+    path: str = Field(min_length=1, max_length=4096,
+                      description="the folder (with meta.json): absolute, or relative to a paths.model_roots entry; "
+                                  "it must resolve under one")
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+                             description="the model id; default: the folder's name")
 
 
 class ModelList(BaseModel):

@@ -26,9 +26,12 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Scope = Literal["jobs:read", "jobs:write", "classify", "admin"]
+Scope = Literal["jobs:read", "jobs:write", "classify", "models:write", "admin"]
 ALL_SCOPES: tuple[Scope, ...] = ("jobs:read", "jobs:write", "classify")
-"""What a token gets when its scopes are not given: everything but `admin`."""
+"""What a token gets when its scopes are not given: everything but `models:write` and `admin`."""
+MODELS_WRITE: Scope = "models:write"
+"""Register a classifier folder (POST /v1/models, under paths.model_roots); the principal
+owns what it registers. Granted by name only: a registered model is code the service loads."""
 ADMIN: Scope = "admin"
 """Every job of every owner (list, read, cancel, resume), promoting classifiers; implies the other scopes."""
 
@@ -141,7 +144,8 @@ class ServiceSettings(BaseModel):
     paths: PathPolicy = Field(default_factory=PathPolicy)
     default_classifier: str | None = Field(None, description="model id /classify uses when none is given and no "
                                            "classifier was promoted (POST /v1/models/{id}/promote)")
-    model_dirs: dict[str, str] = Field(default_factory=dict, description="extra classifiers: id -> folder")
+    model_dirs: dict[str, str] = Field(default_factory=dict, description="extra classifiers: id -> folder, "
+                                       "everyone's (those registered over POST /v1/models live in the store)")
     classifier_torch_threads: int | None = Field(None, ge=1, description="torch threads per classifier replica "
                                                  "(default: Ray's, i.e. its CPU reservation)")
     ray_address: str | None = Field(None, description="dashboard URL for the Ray Jobs API; default: this cluster's")

@@ -84,6 +84,18 @@ class Promotion:
     promoted_at: datetime
 
 
+@dataclass
+class RegisteredModel:
+    model_id: str
+    path: str                   # the classifier folder, absolute, under paths.model_roots when registered
+    owner: str | None           # the principal that registered it
+    registered_at: datetime
+
+
+class ModelTaken(PresafeError):
+    """A model id already registered."""
+
+
 class UTCDateTime(TypeDecorator):
     """Stores UTC; returns tz-aware UTC. SQLite has no time zones (it would drop tzinfo,
     or compare '+02:00' strings wrongly), so it gets naive UTC; PostgreSQL gets timestamptz."""
@@ -145,6 +157,16 @@ promotions = Table(
     Column("model_id", String, nullable=False),
     Column("promoted_by", String(64), nullable=False),
     Column("promoted_at", UTCDateTime, nullable=False),
+)
+
+# Classifiers registered over the API (POST /v1/models): servable without a redeploy.
+registered_models = Table(
+    "registered_models",
+    metadata,
+    Column("model_id", String(64), primary_key=True),
+    Column("path", Text, nullable=False),
+    Column("owner", String(64)),
+    Column("registered_at", UTCDateTime, nullable=False),
 )
 
 _MANAGED = {"id", "created_at", "updated_at"}   # set by the store, never by update()
@@ -316,6 +338,22 @@ class JobStore:
         query = select(promotions).order_by(promotions.c.seq.desc())
         with self._engine.connect() as conn:
             return [Promotion(m["model_id"], m["promoted_by"], m["promoted_at"]) for m in conn.execute(query).mappings()]
+
+    def register_model(self, model_id: str, path: str, owner: str | None) -> RegisteredModel:
+        """Record a classifier folder under a new id; ModelTaken when the id is registered."""
+        row = RegisteredModel(model_id=model_id, path=path, owner=owner, registered_at=_now())
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(insert(registered_models).values(**asdict(row)))
+        except IntegrityError:
+            raise ModelTaken(f"model id {model_id!r} is already registered; choose another --name") from None
+        return row
+
+    def registered_models(self) -> list[RegisteredModel]:
+        """Every registered classifier, newest first."""
+        query = select(registered_models).order_by(registered_models.c.registered_at.desc())
+        with self._engine.connect() as conn:
+            return [RegisteredModel(**m) for m in conn.execute(query).mappings()]
 
     def close(self) -> None:
         self._engine.dispose()

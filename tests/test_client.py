@@ -420,7 +420,7 @@ def test_cli_models_list_with_a_service(cli_api, capsys):
     out = capsys.readouterr().out
     assert "embedded:all-minilm-l6-v2" in out and f"service {URL}: 1 classifier(s)" in out
     row = next(line for line in out.splitlines() if "quickstart" in line)
-    assert row.split() == ["*", "quickstart", "job", "-", "minilm", "0.500", "/srv/jobs/q/classifier"]
+    assert row.split() == ["*", "quickstart", "-", "job", "-", "minilm", "0.500", "/srv/jobs/q/classifier"]
 
 
 def test_cli_models_list_with_an_unreachable_service_notes_it_and_exits_0(capsys):

@@ -33,6 +33,27 @@ class ClassifierModelConfig:
 
 
 @dataclass
+class BalanceConfig:
+    """Class-balanced sampling of prompt-only rows (before the split, seeded): a few thousand
+    harmful prompts beside fifty thousand benign ones would otherwise teach "comply" as the
+    prior, and the threshold chosen on such a validation split lets harmful prompts through."""
+
+    ratio: float = 1.0
+    """Comply (benign) prompt-only rows kept per refuse (harmful) one."""
+    max_per_class: int | None = None
+    """At most this many prompt-only rows of either class (None: as many as the smaller class
+    allows at `ratio`)."""
+    by_source: bool = True
+    """Spread each class's rows evenly over its sources (a source smaller than its share
+    keeps every row; the rest goes to the larger ones), so 25,000 Alpaca rows do not
+    crowd out 250 XSTest safe prompts. False: one draw over the whole class."""
+
+    def validate(self) -> None:
+        check(self.ratio > 0, "ratio", f"must be > 0, got {self.ratio}")
+        check(self.max_per_class is None or self.max_per_class >= 1, "max_per_class", "must be >= 1")
+
+
+@dataclass
 class ClassifierDataConfig:
     sources: list[DataSource] = field(default_factory=lambda: [DataSource(path="builtin:decisions", format="builtin")])
     """Labelled rows, split into train / validation / test unless those are given."""
@@ -62,6 +83,19 @@ class ClassifierDataConfig:
     on one or two models' answers has seen wordings those models never use (trained on
     Llama-2 and Mistral answers alone, GPT-4's "Sorry, but I can't assist with that."
     scored p_refuse 0.02). Skipped when builtin:decisions is already a source."""
+    balance: BalanceConfig | None = None
+    """Class-balanced sampling of the prompt-only rows of `sources` (None: keep them all).
+    Pairs, hard negatives and explicit validation/test sources are never sampled."""
+    hard_negatives: list[DataSource] = field(default_factory=list)
+    """Benign prompts that share words with harmful ones (XSTest's homonyms, figurative
+    language, safe contexts, safe targets, definitions; `builtin:borderline-train`): read
+    as prompt sets (`categories` filters XSTest types) and added, every row, to the
+    training split only, labelled by their harmful flag (comply). A prompt that is also a
+    validation or test prompt is left out."""
+    exclude: dict[str, list[str]] = field(default_factory=dict)
+    """Leave out every row (sources and hard negatives) whose `source`, or meta value
+    (e.g. XSTest's `type`), is listed: `{source: [advbench], type: [homonyms]}` trains a
+    classifier that never saw those prompts (bench/guard_quality.py's held-out folds)."""
 
     def validate(self) -> None:
         check(len(self.sources) > 0, "sources", "needs at least one data source")
@@ -72,6 +106,7 @@ class ClassifierDataConfig:
               "must be > 0 when no validation sources are given (the threshold is chosen on validation)")
         check((self.holdout_column is None) == (self.holdout_value is None), "holdout_value",
               "holdout_column and holdout_value are set together")
+        check(all(isinstance(v, list) for v in self.exclude.values()), "exclude", "maps a key to a list of values")
 
 
 @dataclass
@@ -97,6 +132,12 @@ class ClassifierTrainConfig:
     threshold_min_rows: int = 50
     """A kind of row (pairs, prompt-only) with fewer validation rows than this keeps the
     threshold 0.5 instead of one fitted to a handful of rows."""
+    calibrate: bool = True
+    """After training, fit one temperature per row kind (pairs, prompt-only) on the
+    validation split (the scalar T minimising the NLL of sigmoid(logit / T)); p_refuse is
+    then calibrated and meta.json records T and the ECE before and after. The thresholds
+    are mapped through the same T, so every decision is unchanged. A kind with fewer
+    validation rows than threshold_min_rows, or one class only, keeps T = 1."""
 
     def validate(self) -> None:
         check(self.epochs >= 1, "epochs", "must be >= 1")

@@ -6,7 +6,10 @@
     # -> [Decision(p_refuse=0.98, decision='refuse')]
 
 A saved classifier is a Hugging Face folder (config, weights, tokenizer) plus meta.json
-with the training config, label map, decision threshold, metrics and data fingerprint.
+with the training config, label map, decision threshold, metrics and data fingerprint,
+and (since calibration) `calibration`: a temperature per row kind that p_refuse is
+divided by in logit space (jobs/classifier/calibration.py). A folder saved before has no
+`calibration` and loads with T = 1: the probabilities it always gave.
 """
 
 from __future__ import annotations
@@ -85,19 +88,26 @@ def pad_batch(rows: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def score(model, tokenizer, encoded: list[list[int]], batch_size: int = 64, device="cpu") -> list[float]:
-    """p_refuse per row. Rows are batched by length so padding stays small."""
+def score_logits(model, tokenizer, encoded: list[list[int]], batch_size: int = 64, device="cpu") -> list[float]:
+    """z = logit_refuse - logit_comply per row (p_refuse = sigmoid(z)). Rows are batched by
+    length so padding stays small."""
     model.eval()
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
-    probs = [0.0] * len(encoded)
+    out = [0.0] * len(encoded)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         batch = {k: v.to(device) for k, v in pad_batch([encoded[i] for i in idx], tokenizer.pad_token_id).items()}
         logits = model(**batch).logits.float()  # [batch, 2]
-        p = torch.softmax(logits, dim=-1)[:, REFUSE].tolist()
-        for i, v in zip(idx, p):
-            probs[i] = v
-    return probs
+        z = (logits[:, REFUSE] - logits[:, 1 - REFUSE]).tolist()
+        for i, v in zip(idx, z):
+            out[i] = v
+    return out
+
+
+def score(model, tokenizer, encoded: list[list[int]], batch_size: int = 64, device="cpu") -> list[float]:
+    """p_refuse per row (uncalibrated: softmax of the two logits)."""
+    z = torch.tensor(score_logits(model, tokenizer, encoded, batch_size, device), dtype=torch.float64)
+    return torch.sigmoid(z).tolist()
 
 
 class DecisionClassifier:
@@ -114,6 +124,16 @@ class DecisionClassifier:
         self.prompt_threshold = float(meta.get("prompt_threshold", self.threshold))
         self.max_length = int(meta.get("max_length", 256))
         self.pair_input = str(meta.get("pair_input", "prompt_and_response"))  # older models read both
+        # Temperature per row kind; a model saved before calibration existed has none: T = 1.
+        calibration = meta.get("calibration") or {}
+        self.temperature = float((calibration.get("pairs") or {}).get("temperature", 1.0))
+        self.prompt_temperature = float((calibration.get("prompt_only") or {}).get("temperature", 1.0))
+
+    @property
+    def version(self) -> str:
+        """The first 12 hex digits of the training data's fingerprint (meta.json), "unknown"
+        for a folder without one."""
+        return str((self.meta.get("data") or {}).get("fingerprint") or "unknown")[:12]
 
     @classmethod
     def load(cls, path: str | Path, device: str | None = None) -> "DecisionClassifier":
@@ -136,7 +156,10 @@ class DecisionClassifier:
         # An empty response means "no response yet": the prompt-only decision.
         responses = [r if (r is not None and r.strip()) else None for r in responses]
         encoded = encode(self.tokenizer, list(prompts), responses, self.max_length, self.pair_input)
-        return score(self.model, self.tokenizer, encoded, batch_size, self.device)
+        z = torch.tensor(score_logits(self.model, self.tokenizer, encoded, batch_size, self.device), dtype=torch.float64)
+        t = torch.tensor([self.temperature if r is not None else self.prompt_temperature for r in responses],
+                         dtype=torch.float64)
+        return torch.sigmoid(z / t).tolist()
 
     def predict(self, prompts: list[str], responses: list[str | None] | None = None,
                 batch_size: int = 64) -> list[Decision]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import random
 import re
@@ -27,14 +28,15 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from jobs.classifier.config import ClassifierDataConfig, ClassifierJobConfig
+from jobs.classifier.config import BalanceConfig, ClassifierDataConfig, ClassifierJobConfig
 from jobs.classifier.metrics import choose_threshold, grouped_metrics
 from jobs.artifacts import publish_dir
-from jobs.classifier.model import META, DecisionClassifier, encode, load_backbone, pad_batch, save_classifier, score
+from jobs.classifier.model import (META, DecisionClassifier, encode, load_backbone, pad_batch, save_classifier, score,
+                                   score_logits)
 from jobs.config import from_dict, to_dict
-from jobs.data.readers import DataSource, read_examples
-from jobs.data.records import LABEL_NAMES, Example
-from jobs.data.splits import split_by_seed, split_by_value
+from jobs.data.readers import DataSource, read_examples, read_prompts
+from jobs.data.records import COMPLY, LABEL_NAMES, REFUSE, Example
+from jobs.data.splits import _rank, split_by_seed, split_by_value
 from jobs.errors import DataError, PresafeError
 from jobs.optim import warmup_linear_decay
 from jobs.scale import ensure_process_group
@@ -50,12 +52,16 @@ class ClassifierData:
 def load_splits(cfg: ClassifierDataConfig, pair_input: str = "response") -> ClassifierData:
     """Read every source and split: explicit validation/test sources win; otherwise a
     held-out column value becomes the test set, and the rest is split by seed with rows
-    of the same prompt kept together. Augmented rows (swapped prompts, first sentences,
-    built-in phrasings) join the training split only. `pair_input` is the model's
-    (`model.pair_input`): prompts are swapped only for a model that reads them."""
-    rows = [ex for src in cfg.sources for ex in read_examples(src)]
+    of the same prompt kept together. Rows of `exclude` are dropped first, then the
+    prompt-only rows are class-balanced (`balance`). Augmented rows (swapped prompts,
+    first sentences, built-in phrasings) and hard negatives join the training split only.
+    `pair_input` is the model's (`model.pair_input`): prompts are swapped only for a model
+    that reads them."""
+    rows = excluded([ex for src in cfg.sources for ex in read_examples(src)], cfg.exclude)
     val = [ex for src in cfg.validation for ex in read_examples(src)]
     test = [ex for src in cfg.test for ex in read_examples(src)]
+    if cfg.balance is not None:
+        rows = balance_prompt_only(rows, cfg.balance, cfg.seed)
     if not cfg.prompt_only:
         rows, val, test = ([e for e in part if e.is_pair] for part in (rows, val, test))
     if cfg.holdout_column:
@@ -79,10 +85,81 @@ def load_splits(cfg: ClassifierDataConfig, pair_input: str = "response") -> Clas
     if cfg.builtin_phrasings and not any(s.format == "builtin" and s.path == "builtin:decisions" for s in cfg.sources):
         builtin = read_examples(DataSource(path="builtin:decisions", format="builtin"))
         extra += [e for e in builtin if e.is_pair]  # pairs only: prompt-only rows come from the user's data
+    if cfg.hard_negatives and cfg.prompt_only:
+        held_prompts = {e.prompt for e in (val or v) + (test or t) if not e.is_pair}
+        extra += [e for e in hard_negative_rows(cfg.hard_negatives, cfg.exclude) if e.prompt not in held_prompts]
     data = ClassifierData(train + extra, val or v, test or t)
     if not data.validation:
         raise DataError("no validation rows: raise data.val_fraction or give data.validation sources")
     return data
+
+
+def excluded(rows: list[Example], exclude: dict[str, list[str]]) -> list[Example]:
+    """`rows` without those whose source (key `source`) or meta[key] is listed in `exclude`."""
+    if not exclude:
+        return rows
+
+    def value(e: Example, key: str) -> str:
+        return e.source if key == "source" else str(e.meta.get(key, ""))
+
+    return [e for e in rows if not any(value(e, k) in set(vs) for k, vs in exclude.items())]
+
+
+def hard_negative_rows(sources: list[DataSource], exclude: dict[str, list[str]] | None = None) -> list[Example]:
+    """Prompt-only rows of prompt sets (labelled by their harmful flag), marked
+    meta["hard_negative"]; meta["type"] is the set's category (an XSTest type)."""
+    out = []
+    for src in sources:
+        for p in read_prompts(src):
+            if p.harmful is None:
+                raise DataError(f"{src.path}: hard negatives need `harmful: false` (or a named prompt set)")
+            out.append(Example(p.prompt, None, REFUSE if p.harmful else COMPLY, p.source, group=p.prompt,
+                               meta={"harmful": p.harmful, "type": p.category, "hard_negative": True}))
+    return excluded(out, exclude or {})
+
+
+def balance_prompt_only(rows: list[Example], cfg: BalanceConfig, seed: int) -> list[Example]:
+    """Pairs unchanged; of the prompt-only rows, r refuse and c = round(ratio * r) comply
+    rows, r as large as both classes (and max_per_class) allow. Which rows: the first of
+    each source in a seeded hash order, so the draw is the same on every machine and a
+    row's fate does not change when rows are added to another source."""
+    pairs = [e for e in rows if e.is_pair]
+    by_class: dict[int, list[Example]] = {REFUSE: [], COMPLY: []}
+    for e in rows:
+        if not e.is_pair:
+            by_class[e.label].append(e)
+    cap = math.inf if cfg.max_per_class is None else cfg.max_per_class
+    n_refuse = int(min(len(by_class[REFUSE]), cap, len(by_class[COMPLY]) / cfg.ratio, cap / cfg.ratio) + 1e-9)
+    n_comply = min(len(by_class[COMPLY]), round(cfg.ratio * n_refuse))
+    kept = []
+    for label, n in ((REFUSE, n_refuse), (COMPLY, n_comply)):
+        groups: dict[str, list[Example]] = {}
+        for e in by_class[label]:
+            groups.setdefault(e.source if cfg.by_source else "", []).append(e)
+        for name, quota in _spread({k: len(g) for k, g in groups.items()}, n).items():
+            order = sorted(groups[name], key=lambda e: _rank(f"{e.source}:{e.group}:{e.prompt}", seed))
+            kept += order[:quota]
+    keep = {id(e) for e in kept}
+    return pairs + [e for e in rows if not e.is_pair and id(e) in keep]
+
+
+def _spread(sizes: dict[str, int], n: int) -> dict[str, int]:
+    """n rows over groups of these sizes as evenly as possible (water-filling: a group
+    smaller than its share gives all it has, the rest is shared by the others)."""
+    quota = {k: 0 for k in sizes}
+    left, open_groups = min(n, sum(sizes.values())), sorted(sizes)
+    while left > 0 and open_groups:
+        share = left // len(open_groups)
+        if share == 0:  # fewer rows left than groups: one more each, in name order
+            for k in open_groups[:left]:
+                quota[k] += 1
+            break
+        for k in open_groups:
+            take = min(share, sizes[k] - quota[k])
+            quota[k] += take
+            left -= take
+        open_groups = [k for k in open_groups if quota[k] < sizes[k]]
+    return quota
 
 
 def swapped_prompt_pairs(rows: list[Example], seed: int) -> list[Example]:
@@ -355,6 +432,9 @@ def train_classifier(cfg: ClassifierJobConfig) -> Path:
         with result.checkpoint.as_directory() as d:
             shutil.copytree(d, staged)
         meta = json.loads((staged / META).read_text())
+        if cfg.train.calibrate:
+            meta = calibrate_saved(staged, meta, data.validation, cfg.train.threshold_min_rows,
+                                   cfg.train.eval_batch_size)
         if data.test:
             clf = DecisionClassifier.load(staged)
             probs = clf.predict_proba([e.prompt for e in data.test], [e.response for e in data.test])
@@ -365,6 +445,39 @@ def train_classifier(cfg: ClassifierJobConfig) -> Path:
         return output
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def calibrate_saved(folder: Path, meta: dict, validation: list[Example], min_rows: int = 50,
+                    batch_size: int = 64) -> dict:
+    """Fit the temperatures of the classifier in `folder` on the validation rows, map its
+    thresholds through them (the decisions stay the same), write reliability.png there
+    and return meta with `calibration` (per kind: temperature, ECE before and after, n)
+    and the thresholds it had before as `*_uncalibrated`."""
+    from jobs.classifier.calibration import calibrate_kinds, map_threshold, reliability_plot, sigmoid
+
+    clf = DecisionClassifier.load(folder, device="cpu")  # meta.json without calibration: T = 1
+    encoded = encode(clf.tokenizer, [e.prompt for e in validation], [e.response for e in validation],
+                     clf.max_length, clf.pair_input)
+    z = score_logits(clf.model, clf.tokenizer, encoded, batch_size, clf.device)
+    labels, pair = [e.label for e in validation], [e.is_pair for e in validation]
+    kinds = calibrate_kinds(z, labels, pair, min_rows)
+    meta = {**meta, "calibration": {"method": "temperature", "fitted_on": "validation", "ece_bins": 15, **kinds},
+            "threshold_uncalibrated": meta["threshold"], "prompt_threshold_uncalibrated": meta["prompt_threshold"],
+            "threshold": map_threshold(meta["threshold"], kinds["pairs"]["temperature"]),
+            "prompt_threshold": map_threshold(meta["prompt_threshold"], kinds["prompt_only"]["temperature"])}
+    curves = {}
+    for kind, is_kind in (("pairs", True), ("prompt_only", False)):
+        zk = [v for v, k in zip(z, pair) if k == is_kind]
+        yk = [y for y, k in zip(labels, pair) if k == is_kind]
+        t = kinds[kind]["temperature"]
+        curves[f"{kind}, T=1"] = (sigmoid(zk).tolist(), yk)
+        curves[f"{kind}, T={t:.2f}"] = (sigmoid(zk, t).tolist(), yk)
+    reliability_plot(curves, folder / "reliability.png", "validation: p_refuse before and after temperature scaling")
+    (folder / META).write_text(json.dumps(meta, indent=2, default=str))
+    for kind, c in kinds.items():
+        logging.getLogger("presafe.classifier").info(
+            "calibration %s: T=%.3f ECE %s -> %s (n=%d)", kind, c["temperature"], c["ece_before"], c["ece_after"], c["n"])
+    return meta
 
 
 def evaluate_classifier(model_dir: str | Path, examples: list[Example], batch_size: int = 64) -> dict:
