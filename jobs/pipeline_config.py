@@ -5,7 +5,7 @@
 
 Artifacts go to `<storage_path>/jobs/<job_id>/`: decisions.jsonl, classifier/ (when
 signals.train asks for one), signals.jsonl (+ signals_summary.json), targets.jsonl,
-adapter/ and adapter_lambda0/ (peft LoRA + head.pt + meta.json), evaluation/,
+adapter/ and adapter_lambda0/ (peft LoRA + head.safetensors + meta.json), evaluation/,
 report.md + report.json + PNG plots, events.jsonl.
 """
 
