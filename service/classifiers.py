@@ -133,15 +133,19 @@ def _info(model_id: str, path: Path, source: str, owner: str | None = None, prom
 class ClassifierPool:
     """Loaded classifiers by folder, at most `capacity` in memory."""
 
-    def __init__(self, capacity: int = 4, device: str | None = None):
-        self.capacity, self.device = capacity, device
+    def __init__(self, capacity: int = 4, device: str | None = None, metrics=None):
+        """`metrics`: a service.metrics.ServiceMetrics, told how long each load took."""
+        self.capacity, self.device, self.metrics = capacity, device, metrics
         self._loaded: OrderedDict[str, DecisionClassifier] = OrderedDict()
 
     def get(self, path: str) -> DecisionClassifier:
         if path in self._loaded:
             self._loaded.move_to_end(path)
             return self._loaded[path]
+        start = time.perf_counter()
         clf = DecisionClassifier.load(path, self.device)
+        if self.metrics is not None:
+            self.metrics.model_loaded(path, time.perf_counter() - start)
         self._loaded[path] = clf
         while len(self._loaded) > self.capacity:
             self._loaded.popitem(last=False)
