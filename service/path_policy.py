@@ -58,6 +58,12 @@ def confine_config(cfg: PipelineConfig, data_roots: list[str], policy: PathPolic
             scale.storage_path = confine_storage(f"{key}.storage_path", scale.storage_path, cfg.job_dir, policy)
         if scale.deepspeed is not None:
             confine_deepspeed(f"{key}.deepspeed", scale.deepspeed, policy)
+    uri = cfg.tracking.uri
+    if uri and not any(uri.startswith(p) for p in policy.tracking_uris):
+        # the driver writes to it (a file: store anywhere, or any server): the operator's choice
+        raise ConfigError(f"tracking.uri: {uri!r} is not one of this service's tracking URIs "
+                          f"({', '.join(policy.tracking_uris) or 'none: leave it empty for the job folder store'})",
+                          key="tracking.uri")
 
 
 def model_keys(cfg: PipelineConfig) -> list[tuple[str, str]]:

@@ -113,6 +113,8 @@ class PathPolicy(BaseModel):
                                     "*.scale.storage_path, query included (endpoint_override must match)")
     deepspeed_keys: list[str] = Field(default_factory=list, description="DeepSpeed keys that write files or reach "
                                       "the network, allowed anyway (dotted, e.g. tensorboard)")
+    tracking_uris: list[str] = Field(default_factory=list, description="MLflow tracking URIs a job may name in "
+                                     "tracking.uri (prefixes); empty tracking.uri (the job folder's store) is always allowed")
 
 
 def _env_storage() -> str:
