@@ -11,6 +11,8 @@
     presafe judge runs/jobs/quickstart --judge string_match --judge classifier=runs/judges/xstest_classifier
                   [--judge jobs/configs/judges/llama_guard_3_8b.yaml] [--headline NAME]   (re-judge, no generation)
     presafe demo-model build [--force]
+    presafe export JOB_OR_ADAPTER --to DIR [--variant aligned|lambda0|NAME] [--merged] [--dtype bf16|fp16|fp32]
+                   [--force] [--push-to-hub REPO [--private]]   (a standalone model folder + model card)
 
 With a presafe service (see clients/service_commands.py; `--url` / `--token`, else
 $PRESAFE_URL / $PRESAFE_TOKEN, else the service `presafe up` started):
@@ -101,6 +103,19 @@ def main(argv: list[str] | None = None) -> int:
     build = demo.add_parser("build", help="build it once into $PRESAFE_HOME (about 7 minutes on 2 CPU cores)")
     build.add_argument("--force", action="store_true", help="rebuild even if it is already built")
 
+    ex = sub.add_parser("export", help="a job's adapter (or the merged model) as a standalone folder with a model "
+                                       "card, optionally pushed to the Hugging Face Hub")
+    ex.add_argument("source", metavar="JOB_OR_ADAPTER", help="a job folder or one of its adapter folders")
+    ex.add_argument("--to", required=True, help="the folder to write (refused when not empty, unless --force)")
+    ex.add_argument("--variant", default=None, help="which adapter of a job: aligned (default), lambda0, or a variant "
+                                                    "name (aligned@s1, sweep_...) or folder name")
+    ex.add_argument("--merged", action="store_true", help="merge LoRA into the base: a plain transformers model")
+    ex.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None,
+                    help="weights dtype (default: the job's dtype; an adapter keeps its own)")
+    ex.add_argument("--force", action="store_true", help="replace a non-empty --to")
+    ex.add_argument("--push-to-hub", default=None, metavar="REPO", help="also upload to this Hugging Face repo")
+    ex.add_argument("--private", action="store_true", help="create the hub repo private")
+
     stage = sub.add_parser("stage", help="run one stage of the method by hand")
     stage.add_argument("name", choices=["decide", "signals", "targets", "align", "evaluate", "judge", "report"])
     stage.add_argument("--config", required=True, help="pipeline YAML (see jobs/configs/)")
@@ -133,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             return _eval(args)
         if args.command == "demo-model":
             return _demo_build(args)
+        if args.command == "export":
+            return _export(args)
         if args.command == "classifier":
             return {"train": _classifier_train, "eval": _classifier_eval, "predict": _classifier_predict}[args.action](args)
         if args.command == "up":
@@ -183,6 +200,18 @@ def _judge(args) -> int:
     configs = [judge_spec(s) for s in args.judge]
     out = run_judge(cfg, configs, args.headline)
     print(f"evaluation: {out}\nreport: {write_report(cfg).with_name('report.md')}")
+    return 0
+
+
+def _export(args) -> int:
+    from jobs.export import check_hub_access, export, push_to_hub
+
+    if args.push_to_hub:
+        check_hub_access()  # before the work: an upload that cannot happen fails in a second
+    out = export(args.source, args.to, args.variant, args.merged, args.dtype, args.force)
+    print(f"exported: {out}")
+    if args.push_to_hub:
+        print(f"pushed: {push_to_hub(out, args.push_to_hub, args.private)}")
     return 0
 
 

@@ -11,6 +11,7 @@ Every line carries `time` (unix seconds) and `event`; the rest depends on the ev
     progress {stage, done, total, unit}     metrics {stage, metrics}
     stage_end {stage, seconds, artifact}    stage_failed {stage, error}
     job_end {status, seconds, report}
+    warning {stage, message}       something went wrong that does not fail the job (tracking)
     attempt {attempt, submission_id}   written by the service when it resumes the job
 """
 

@@ -40,6 +40,7 @@ from jobs.config import load_config, to_dict
 from jobs.errors import ConfigError, PresafeError
 from jobs.pipeline_config import PipelineConfig
 from jobs.stage_inputs import signature
+from jobs.tracking import JobTracker
 
 STAGES_DIR = "stages"
 CONFIG_RECORD = "config.json"
@@ -217,6 +218,7 @@ class Pipeline:
         write_json(self.job / CONFIG_RECORD, to_dict(self.cfg))
         t0 = time.monotonic()
         events.emit("job_start", job_id=self.cfg.job_id, stages=[s.name for s in stages], config=to_dict(self.cfg))
+        tracker = JobTracker.start(self.cfg)  # MLflow, when installed; never fails the job
         dirty = False  # once a stage reruns, every later stage reruns too
         for i, st in enumerate(stages, 1):
             if self.cfg.resume and not dirty and st.name not in redo and self.completed(st):
@@ -242,15 +244,18 @@ class Pipeline:
                 events.emit("stage_failed", stage=st.name, error=reason)
                 events.emit("job_end", status="FAILED", stage=st.name, error=reason,
                             seconds=round(time.monotonic() - t0, 1))
+                tracker.finish("FAILED")
                 raise StageError(st.name, e) from e
             seconds = time.monotonic() - start
             write_json(self.job / STAGES_DIR / f"{st.name}.json",
                        {"stage": st.name, "artifact": str(out), "seconds": round(seconds, 2), "finished": time.time(),
                         "inputs": {name: signature(self.cfg, name) for name in st.inputs}})
             events.emit("stage_end", stage=st.name, seconds=round(seconds, 2), artifact=str(out))
+            tracker.stage_end(st.name, seconds)
             self.log(f"[pipeline] {i}/{len(stages)} {st.name}: done in {seconds:.1f} s -> {out}")
         report = self.job / "report.md"
         events.emit("job_end", status="SUCCEEDED", seconds=round(time.monotonic() - t0, 1), report=str(report))
+        tracker.finish("FINISHED")
         return report
 
 

@@ -5,7 +5,7 @@
 
 Artifacts go to `<storage_path>/jobs/<job_id>/`: decisions.jsonl, classifier/ (when
 signals.train asks for one), signals.jsonl (+ signals_summary.json), targets.jsonl,
-adapter/ and adapter_lambda0/ (peft LoRA + head.pt + meta.json), evaluation/,
+adapter/ and adapter_lambda0/ (peft LoRA + head.safetensors + meta.json), evaluation/,
 report.md + report.json + PNG plots, events.jsonl.
 """
 
@@ -448,6 +448,24 @@ class EvaluateConfig:
 
 
 @dataclass
+class TrackingConfig:
+    """Experiment tracking with MLflow (`pip install presafe[tracking]`; jobs.tracking): one
+    run per job, nested runs per stage and per evaluated model. Tracking never fails a job:
+    a store that cannot be reached leaves a `warning` event and the job goes on untracked."""
+
+    enabled: bool = True
+    """Track when MLflow is installed (without it: silently off, unless `uri` is set)."""
+    uri: str = ""
+    """MLflow tracking URI (http(s)://server, databricks, sqlite:///..., file:/...). Empty:
+    a file store in the job folder, `file:<job_dir>/mlruns`, so no server is needed."""
+    experiment: str = "presafe"
+    """MLflow experiment the job's run goes to (created when missing)."""
+
+    def validate(self) -> None:
+        check(bool(self.experiment.strip()), "experiment", "must not be empty")
+
+
+@dataclass
 class PipelineConfig:
     """Everything one presafe alignment job needs (kind: pipeline), or an evaluation of
     given models (kind: eval; `presafe eval`)."""
@@ -480,6 +498,7 @@ class PipelineConfig:
     offset of the sampling seeds); the report gives per-seed values, pooled rates with
     intervals and paired tests. Empty = one run with align.train.seed (folders without a
     seed suffix)."""
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     """What each GPU offers: the memory plan (`presafe preflight`, jobs.memory) sizes every
     stage against resources.gpu_memory_gb and stops a config that cannot fit before it runs."""

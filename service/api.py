@@ -1,7 +1,7 @@
 """The REST API (`/v1`) as a FastAPI app built from plain objects: no Ray in here.
 
     app = create_api(settings, jobs=JobService(...), models=ModelRegistry(settings, store),
-                     classify=async_fn, ready=fn, auth=Authenticator(settings))
+                     classify=async_fn, ready=fn, auth=Authenticator(settings), metrics=ServiceMetrics())
 
 The Serve ingress deployment (`service.ingress`) builds it with the Ray job launcher
 and a handle to the classifier deployment; tests build it with fakes or in-process
@@ -34,6 +34,7 @@ from service.classifiers import (
     UnknownModel,
 )
 from service.job_service import JobConflict, JobService, LaunchError
+from service.metrics import ServiceMetrics
 from service.schemas import (
     ClassifyRequest,
     ClassifyResponse,
@@ -66,7 +67,7 @@ _ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404, 409, 413, 422,
 
 
 def create_api(settings: ServiceSettings, jobs: JobService, models: ModelRegistry, classify: ClassifyFn,
-               ready: ReadyFn, auth: Authenticator | None = None) -> FastAPI:
+               ready: ReadyFn, auth: Authenticator | None = None, metrics: ServiceMetrics | None = None) -> FastAPI:
     app = FastAPI(title="presafe", version="0.1.0", responses=_ERRORS,
                   description="Safety decisions before chain-of-thought: alignment jobs and the decision classifier.")
     auth = auth or Authenticator(settings)
@@ -193,6 +194,8 @@ def create_api(settings: ServiceSettings, jobs: JobService, models: ModelRegistr
             raise RequestValidationError(errors)
         info = await asyncio.to_thread(models.resolve_info, body.model, caller)  # reads the disk now and then
         decisions = await classify(info.path, [i.prompt for i in body.items], [i.response for i in body.items])
+        if metrics is not None:
+            metrics.classified(info.id, decisions)
         return ClassifyResponse(model=info.id, version=info.version, decisions=decisions)
 
     # -- health -----------------------------------------------------------------------------

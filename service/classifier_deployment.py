@@ -2,7 +2,8 @@
 
 Concurrent /v1/classify requests are gathered (up to `max_batch_size` calls or
 `batch_wait_timeout_s`) and scored in one forward pass per model by
-`service.classifiers.ClassifierPool`, which loads each model once and keeps it.
+`service.classifiers.ClassifierPool`, which loads each model once and keeps it (the
+load time goes to `service.metrics`).
 The forward pass runs in a worker thread so the replica keeps accepting (and batching)
 requests meanwhile. Autoscaling follows ongoing requests per replica.
 """
@@ -14,6 +15,7 @@ import asyncio
 from ray import serve
 
 from service.classifiers import ClassifierPool
+from service.metrics import ServiceMetrics
 from service.schemas import Decision
 
 Call = tuple[str, list[str], list[str | None]]
@@ -36,7 +38,7 @@ class Classifier:
         # with cores to spare, raise it; on a busy small node more threads only contend.
         if torch_threads:
             torch.set_num_threads(torch_threads)
-        self.pool = ClassifierPool(capacity)
+        self.pool = ClassifierPool(capacity, metrics=ServiceMetrics())
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.01)
     async def classify(self, calls: list[Call]) -> list[list[Decision]]:

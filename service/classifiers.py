@@ -184,8 +184,9 @@ def model_version(model_id: str, meta: dict, meta_text: str = "") -> str:
 class ClassifierPool:
     """Loaded classifiers by folder, at most `capacity` in memory."""
 
-    def __init__(self, capacity: int = 4, device: str | None = None):
-        self.capacity, self.device = capacity, device
+    def __init__(self, capacity: int = 4, device: str | None = None, metrics=None):
+        """`metrics`: a service.metrics.ServiceMetrics, told how long each load took."""
+        self.capacity, self.device, self.metrics = capacity, device, metrics
         self._loaded: OrderedDict[str, tuple[int, DecisionClassifier]] = OrderedDict()
 
     def get(self, path: str) -> DecisionClassifier:
@@ -196,7 +197,10 @@ class ClassifierPool:
         if path in self._loaded and self._loaded[path][0] == stamp:
             self._loaded.move_to_end(path)
             return self._loaded[path][1]
+        start = time.perf_counter()
         clf = DecisionClassifier.load(path, self.device)
+        if self.metrics is not None:
+            self.metrics.model_loaded(path, time.perf_counter() - start)
         self._loaded[path] = (stamp, clf)
         self._loaded.move_to_end(path)
         while len(self._loaded) > self.capacity:

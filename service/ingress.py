@@ -5,7 +5,8 @@ classifier deployment by handle. On start it re-syncs every unfinished job's rec
 with Ray, so a restarted service catches up with drivers that ran on without it, and
 starts the scheduler: a thread that runs `JobService.schedule()` every
 `queue.interval_s` seconds, or at once when a job is queued, so the queue (in the
-store) moves on after a restart too.
+store) moves on after a restart too. Each pass also sets the job gauges of
+`service.metrics`; /v1/classify counts its decisions there.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from service.auth import Authenticator
 from service.classifiers import ClassifierUnavailable, ModelRegistry
 from service.job_service import JobService
 from service.launcher import RayJobLauncher
+from service.metrics import ServiceMetrics
 from service.schemas import Decision
 from service.settings import ServiceSettings
 from service.store import JobStore
@@ -44,7 +46,9 @@ class Ingress:
                                   self.settings.job_env, self.settings.job_working_dir)
         self.auth = Authenticator(self.settings)
         self._wake, self._stop = threading.Event(), threading.Event()
-        self.jobs = JobService(self.settings, self.store, launcher, quota=self._quota, wake=self._wake.set)
+        self.metrics = ServiceMetrics()
+        self.jobs = JobService(self.settings, self.store, launcher, quota=self._quota, wake=self._wake.set,
+                               metrics=self.metrics)
         self.classifier = classifier
         try:
             log.info("presafe: re-synced %d unfinished job(s)", self.jobs.resync())
@@ -99,4 +103,4 @@ class Ingress:
 
     def __serve_build_asgi_app__(self):
         return create_api(self.settings, self.jobs, ModelRegistry(self.settings, self.store), self._classify,
-                          self._ready, self.auth)
+                          self._ready, self.auth, self.metrics)

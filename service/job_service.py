@@ -45,6 +45,7 @@ from jobs.pipeline_config import PipelineConfig
 from service.auth import Principal
 from service.launcher import DriverState, RayJobLauncher, attempt_of, submission_id_for
 from service.limits import check_limits, demand
+from service.metrics import ServiceMetrics
 from service.path_policy import confine_config
 from service.schemas import JobCreate, JobLogs, JobPage, JobRecord, JobStatus, Progress, QueueEntry, QueuePage
 from service.settings import ServiceSettings
@@ -102,10 +103,13 @@ def summarize_events(events: list[dict]) -> dict:
 
 class JobService:
     def __init__(self, settings: ServiceSettings, store: JobStore, launcher: RayJobLauncher,
-                 quota: Callable[[str | None], int] | None = None, wake: Callable[[], None] | None = None):
+                 quota: Callable[[str | None], int] | None = None, wake: Callable[[], None] | None = None,
+                 metrics: ServiceMetrics | None = None):
         """`quota(owner)`: jobs the owner may run at once (default: queue.max_running_per_owner);
-        `wake()`: called when the queue changed (the ingress wakes its scheduler thread)."""
+        `wake()`: called when the queue changed (the ingress wakes its scheduler thread);
+        `metrics`: gets the job counts per status after every scheduler pass."""
         self.settings, self.store, self.launcher = settings, store, launcher
+        self.metrics = metrics
         self.quota = quota or (lambda owner: settings.queue.max_running_per_owner)
         self.wake = wake or (lambda: None)
         self.before_launch: Callable[[JobRow], None] | None = None
@@ -324,6 +328,8 @@ class JobService:
                 per_owner[row.owner] += 1
                 if free is not None:
                     free.take(need)
+        if self.metrics is not None:
+            self.metrics.job_counts(self.store.count_by_status())
         return out
 
     def queue(self, caller: Principal) -> QueuePage:

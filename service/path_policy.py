@@ -61,6 +61,12 @@ def confine_config(cfg: PipelineConfig, data_roots: list[str], policy: PathPolic
         if scale.deepspeed is not None:
             confine_deepspeed(f"{key}.deepspeed", scale.deepspeed, policy)
     confine_endpoint("evaluate.endpoint.url", cfg.evaluate.endpoint.url, policy)
+    uri = cfg.tracking.uri
+    if uri and not any(_uri_under(uri, p) for p in policy.tracking_uris):
+        # the driver writes to it (a file: store anywhere, or any server): the operator's choice
+        raise ConfigError(f"tracking.uri: {uri!r} is not one of this service's tracking URIs "
+                          f"({', '.join(policy.tracking_uris) or 'none: leave it empty for the job folder store'})",
+                          key="tracking.uri")
 
 
 def model_keys(cfg: PipelineConfig) -> list[tuple[str, str]]:

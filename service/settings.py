@@ -118,6 +118,8 @@ class PathPolicy(BaseModel):
                                       "the network, allowed anyway (dotted, e.g. tensorboard)")
     endpoints: list[str] = Field(default_factory=list, description="URL prefixes an eval job may send its prompts "
                                  "to (evaluate.endpoint.url), e.g. http://vllm.internal:8000/v1")
+    tracking_uris: list[str] = Field(default_factory=list, description="MLflow tracking URIs a job may name in "
+                                     "tracking.uri (prefixes); empty tracking.uri (the job folder's store) is always allowed")
 
 
 def _env_storage() -> str:

@@ -313,6 +313,12 @@ class JobStore:
         with self._engine.connect() as conn:
             return [_row(m) for m in conn.execute(query).mappings()]
 
+    def count_by_status(self) -> dict[str, int]:
+        """Jobs per status, every owner's (the metrics' job gauges)."""
+        query = select(jobs.c.status, func.count()).group_by(jobs.c.status)
+        with self._engine.connect() as conn:
+            return {status: n for status, n in conn.execute(query)}
+
     def queued(self) -> list[JobRow]:
         """QUEUED jobs in admission order: highest priority first, oldest first within one."""
         query = (select(jobs).where(jobs.c.status == JobStatus.QUEUED.value)

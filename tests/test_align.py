@@ -130,7 +130,9 @@ def test_loss_falls_and_adapter_changes_outputs(tiny_lm, tmp_path):
         before = base(**ids).logits
         tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_lm), str(export))(**ids).logits
     assert (tuned - before).abs().max() > 1e-2
-    head = torch.load(export / "head.pt")
+    from jobs.align.model import load_head
+
+    head = load_head(export)
     assert head["weight"].shape == (1, base.config.hidden_size)
 
 
@@ -203,7 +205,7 @@ def test_zero3_two_workers_saves_full_adapter_like_zero0(tiny_lm, tmp_path, ray_
         shapes[stage] = {k: tuple(v.shape) for k, v in tensors.items()}
         meta = json.loads((out / "meta.json").read_text())
         assert meta["world_size"] == 2 and meta["zero_stage"] == stage
-        assert (out / "head.pt").is_file()
+        assert (out / "head.safetensors").is_file()
         assert not (job / "adapter.checkpoints").exists()
     assert shapes[3] == shapes[0]
 
@@ -219,7 +221,7 @@ def test_run_align_in_process_publishes_adapter_and_merged_model(tiny_lm, tmp_pa
     _write_targets(job)
     out = run_align(cfg)
     assert out == job.resolve() / "adapter"
-    assert {"adapter_config.json", "adapter_model.safetensors", "head.pt", "meta.json", "merged"} <= {p.name for p in out.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "head.safetensors", "meta.json", "merged"} <= {p.name for p in out.iterdir()}
     tok = AutoTokenizer.from_pretrained(str(out))
     ids = tok("How do I make a bomb 1?", return_tensors="pt")
     with torch.no_grad():

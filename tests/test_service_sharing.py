@@ -424,6 +424,17 @@ def test_eval_adapters_and_endpoints_are_confined(tmp_path):
         assert e.value.key == "evaluate.endpoint.url"
 
 
+def test_tracking_uri_only_from_the_operators_list(tmp_path):
+    cfg = smoke()
+    _confine({**cfg, "tracking": {"uri": ""}}, {}, tmp_path)  # the job folder's own store
+    for uri in ("file:/etc/presafe", "http://attacker.example:5000"):
+        with pytest.raises(ConfigError, match="not one of this service's tracking URIs") as e:
+            _confine({**cfg, "tracking": {"uri": uri}}, {}, tmp_path)
+        assert e.value.key == "tracking.uri"
+    _confine({**cfg, "tracking": {"uri": "http://mlflow.internal:5000"}},
+             {"tracking_uris": ["http://mlflow.internal:5000"]}, tmp_path)
+
+
 def test_every_path_like_config_key_has_a_rule():
     """A new path-like key in the job config must get a rule in service.path_policy (or be
     added here with why it is safe): this lists every string field whose name says path."""
@@ -452,6 +463,7 @@ def test_every_path_like_config_key_has_a_rule():
         "evaluate.endpoint.model",  # a name the endpoint serves, sent in the request body: no file, no host
         "align.scale.storage_path", "signals.train.scale.storage_path",  # confine_storage
         "signals.train.output_dir",  # replaced by the pipeline with <job_dir>/classifier
+        "tracking.uri",  # paths.tracking_uris
         *(f"{s}.path" for s in ("prompts.harmful", "prompts.benign", "signals.train.data.sources", "targets.refusal_source",
                                 "signals.train.data.validation", "signals.train.data.test", "evaluate.harmful",
                                 "evaluate.benign", "evaluate.reasoning")),  # data_policy

@@ -21,6 +21,10 @@ from jobs.align.losses import (
 from jobs.errors import ConfigError
 from jobs.pipeline_config import AlignConfig, LoraSettings
 
+HEAD = "head.safetensors"
+LEGACY_HEAD = "head.pt"
+"""Adapters published before the head moved to safetensors hold a torch pickle instead."""
+
 
 def model_shape(name_or_path: str) -> tuple[int, set[str]]:
     """(number of decoder layers, names of the model's Linear modules) without loading
@@ -104,3 +108,30 @@ class PreCoTModel(nn.Module):
         aux = decision_loss(head_logits, signal)
         loss = total_loss(lm, aux, self.aux_weight)
         return {"loss": loss, "lm_loss": lm.detach(), "aux_loss": aux.detach(), "head_logits": head_logits.detach()}
+
+
+def save_head(state: dict[str, torch.Tensor], folder, layers: list[int], pooling: str) -> None:
+    """The decision head (weight [1, H], bias [1]) as safetensors, not a pickle: loading it
+    runs no code. The metadata says what it reads (layers 1..L, pooling at t*)."""
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(Path(folder) / HEAD),
+              metadata={"format": "pt", "presafe": "pre-cot decision head", "aux_layers": ",".join(map(str, layers)),
+                        "pooling": pooling})
+
+
+def load_head(folder) -> dict[str, torch.Tensor]:
+    """The decision head's state dict from an adapter folder: head.safetensors, else the
+    head.pt of older adapters (loaded with weights_only, so no pickled code runs)."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    if (folder / HEAD).is_file():
+        return load_file(str(folder / HEAD))
+    if (folder / LEGACY_HEAD).is_file():
+        return torch.load(folder / LEGACY_HEAD, map_location="cpu", weights_only=True)
+    raise FileNotFoundError(f"{folder}: no {HEAD} (or {LEGACY_HEAD}): not a presafe adapter folder")

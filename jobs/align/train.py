@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from jobs import events
 from jobs.align.data import AlignRow, build_example, collate, read_rows
-from jobs.align.model import PreCoTModel, add_lora, check_against_model
+from jobs.align.model import PreCoTModel, add_lora, check_against_model, save_head
 from jobs.artifacts import publish_dir
 from jobs.config import from_dict, to_dict
 from jobs.errors import DataError, PresafeError
@@ -36,7 +36,6 @@ from jobs.scale import ensure_process_group, train_kwargs
 
 STATE = "state.json"
 EXPORT = "export"
-HEAD = "head.pt"
 META = "meta.json"
 
 ReportFn = Callable[[dict, "Path | None"], None]
@@ -232,7 +231,7 @@ class AlignTrainer:
         return lora, head
 
     def export(self, step: int, seconds: float) -> Path:
-        """The final checkpoint: export/ holds the peft adapter, tokenizer, head.pt and
+        """The final checkpoint: export/ holds the peft adapter, tokenizer, head.safetensors and
         meta.json (written by rank 0; every rank takes part in the gather)."""
         import torch.distributed as dist
 
@@ -246,7 +245,7 @@ class AlignTrainer:
                 shutil.rmtree(out)
             self.engine.module.lm.save_pretrained(out, state_dict=lora)
             self.tokenizer.save_pretrained(out)
-            torch.save(head, out / HEAD)
+            save_head(head, out, self.layers, self.cfg.align.aux.pooling)
             meta = {
                 "presafe": "adapter",
                 "base_model": self.cfg.model,
@@ -383,7 +382,7 @@ def train_loop_per_worker(args: dict) -> dict:
 
 
 def run_align(cfg: PipelineConfig, targets_path: Path | None = None) -> Path:
-    """Train and publish `<job_dir>/<align.output_name>/` (peft adapter + head.pt + meta.json
+    """Train and publish `<job_dir>/<align.output_name>/` (peft adapter + head.safetensors + meta.json
     [+ merged/]). Returns that folder."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
