@@ -465,6 +465,7 @@ def test_every_path_like_config_key_has_a_rule():
         "signals.train.output_dir",  # replaced by the pipeline with <job_dir>/classifier
         "tracking.uri",  # paths.tracking_uris
         *(f"{s}.path" for s in ("prompts.harmful", "prompts.benign", "signals.train.data.sources", "targets.refusal_source",
+                                "signals.train.data.hard_negatives",
                                 "signals.train.data.validation", "signals.train.data.test", "evaluate.harmful",
                                 "evaluate.benign", "evaluate.reasoning")),  # data_policy
     }
