@@ -155,7 +155,10 @@ def test_failed_stage_names_itself_leaves_nothing_complete_and_resumes(home, cap
     err = capsys.readouterr().err
     # (the count depends on the tiny random model's outputs: at most the 18 smoke prompts)
     assert re.search(r"stage align failed: DataError: 1?\d usable targets are fewer than one batch", err), err
-    assert "Traceback" not in err
+    # (a Ray logging handler left bound to an earlier test's captured stderr can print a
+    # "--- Logging error ---" block of its own: not presafe's output)
+    own = re.sub(r"--- Logging error ---.*?\nArguments: [^\n]*\n", "", err, flags=re.S)
+    assert "Traceback" not in own, own[-4000:]
     job = storage / "jobs" / "smoke"
     assert not (job / "adapter").exists() and not (job / "stages" / "align.json").exists()
     assert all((job / "stages" / f"{s}.json").exists() for s in ("decide", "classifier", "signals", "targets"))
