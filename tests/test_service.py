@@ -445,6 +445,24 @@ def test_quota_queues_in_order_survives_a_redeploy_and_all_complete(service):
         assert "has 2 job(s) running; its quota is 2" in queued[0]["reason"]
 
 
+def test_an_eval_job_runs_through_the_service(service):
+    """`kind: eval` (presafe eval's config) is a job like any other: evaluate, judge and
+    report on the given model, no training; its endpoint, if any, must be operator-listed."""
+    cfg = yaml.safe_load((ROOT / "jobs/configs/eval_smoke.yaml").read_text())
+    with service.client() as c:
+        bad = c.post("/v1/jobs", json={"config": {**cfg, "evaluate": {
+            **cfg["evaluate"], "endpoint": {"url": "http://169.254.169.254/v1", "model": "m"}}}})
+        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"][-3:] == ["evaluate", "endpoint", "url"]
+        r = c.post("/v1/jobs", json={"config": cfg, "name": "eval"})
+        assert r.status_code == 201, r.text
+        done = wait_for(c, r.json()["id"], lambda rec: rec["status"] in ("SUCCEEDED", "FAILED", "CANCELLED"))
+        assert done["status"] == "SUCCEEDED", (done["error"], c.get(f"/v1/jobs/{done['id']}/logs").json()["lines"][-20:])
+        assert done["stages_done"] == ["evaluate", "judge", "report"]
+        report = c.get(f"/v1/jobs/{done['id']}/report").json()["report"]
+        runs = report["evaluation"]["variants"]["base"]["runs"]
+        assert {"cot_on/greedy", "attack/prefill_think/greedy"} <= set(runs)
+
+
 def test_openapi_fuzz_finds_no_server_error(service):
     """Schemathesis-generated requests against every route of the served OpenAPI spec,
     with an all-scopes token: any status but a 5xx. (Driven by hypothesis directly: the
