@@ -56,7 +56,7 @@ def main() -> int:
     args = ap.parse_args()
 
     from jobs.config import load_config
-    from jobs.data.demo_corpus import SETS as BUILTIN_SETS
+    from jobs.data.borderline import SETS as BORDERLINE_SETS
     from jobs.pipeline import Pipeline
     from jobs.pipeline_config import PipelineConfig
 
@@ -65,7 +65,7 @@ def main() -> int:
                          ".venv/bin/presafe classifier train --config jobs/configs/classifier_xstest.yaml")
     harm = SHARED / "prompts" / "harmful"
     benign = [{"path": str(SHARED / "prompts" / "benign" / "alpaca_harmless_val.json"), "format": "alpaca"}]
-    if "borderline-heldout" in BUILTIN_SETS:
+    if "borderline-heldout" in BORDERLINE_SETS:
         benign.append({"path": "builtin:borderline-heldout", "format": "builtin"})
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     overrides = [
