@@ -282,13 +282,7 @@ class JobStore:
                              + ("not a job field" if unknown else "set by the store"))
         values = _check(dict(fields))
         with self._engine.begin() as conn:
-            # updated_at must increase strictly (clients compare it) even when two updates land
-            # in one clock tick or the clock steps back. FOR UPDATE queues concurrent updates of
-            # one job on PostgreSQL; SQLite ignores it (its writers are serialised anyway).
-            prev = conn.execute(select(jobs.c.updated_at).where(jobs.c.id == job_id).with_for_update()).scalar()
-            if prev is None:
-                raise JobNotFound(f"no job {job_id!r}")
-            values["updated_at"] = max(_now(), prev + timedelta(microseconds=1))
+            values["updated_at"] = _next_stamp(conn, job_id)
             conn.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
             return _row(conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().one())
 
@@ -297,10 +291,7 @@ class JobStore:
         (another thread or replica moved it first). What makes a queued job launch once."""
         values = _check(dict(fields))
         with self._engine.begin() as conn:
-            prev = conn.execute(select(jobs.c.updated_at).where(jobs.c.id == job_id).with_for_update()).scalar()
-            if prev is None:
-                raise JobNotFound(f"no job {job_id!r}")
-            values["updated_at"] = max(_now(), prev + timedelta(microseconds=1))
+            values["updated_at"] = _next_stamp(conn, job_id)
             done = conn.execute(update(jobs).where(jobs.c.id == job_id, jobs.c.status.in_(from_status))
                                 .values(**values))
             if done.rowcount != 1:
@@ -383,3 +374,13 @@ def _sqlite_wal(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA journal_mode=WAL")
     cur.close()
 
+
+def _next_stamp(conn, job_id: str):
+    """The job's next updated_at, with its row locked: strictly increasing (clients compare
+    it) even when two updates land in one clock tick or the clock steps back. FOR UPDATE
+    queues concurrent updates of one job on PostgreSQL; SQLite ignores it (its writers are
+    serialised anyway)."""
+    prev = conn.execute(select(jobs.c.updated_at).where(jobs.c.id == job_id).with_for_update()).scalar()
+    if prev is None:
+        raise JobNotFound(f"no job {job_id!r}")
+    return max(_now(), prev + timedelta(microseconds=1))

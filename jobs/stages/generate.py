@@ -82,12 +82,6 @@ class ModelPool:
         self.workers = [actor.remote(model, dtype, adapter) for _ in range(spec.num_actors)]
         self.remote = True
 
-    @property
-    def tokenizer(self):
-        if self.remote:
-            raise AttributeError("the model lives on Ray actors: load the tokenizer in the driver")
-        return self.workers[0].engine.tokenizer
-
     def _call(self, worker, method: str, *args):
         return getattr(worker, method).remote(*args) if self.remote else getattr(worker, method)(*args)
 

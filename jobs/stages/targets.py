@@ -149,7 +149,6 @@ def run_targets(cfg: PipelineConfig, engine=None) -> Path:
         counts[x["origin"]] += 1
     summary = {"tau": tau, "max_length": max_length, "refusal_thinking": t.refusal_thinking,
                "targets": len(kept), **counts}
-    log.info("targets: %s", summary)
     print(f"[targets] {summary}", flush=True)
     write_json(job / TARGETS_SUMMARY, summary)
     if not kept:
