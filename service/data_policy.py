@@ -37,6 +37,24 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
+def real_path(value: str | Path) -> Path | None:
+    """`value` with symlinks followed, or None for a string no file system could hold (a
+    NUL byte, a name too long, a symlink loop). A request's `~` is not expanded: the
+    service's home is not the caller's."""
+    try:
+        return Path(os.path.realpath(value, strict=False))
+    except (ValueError, OSError, RuntimeError):
+        return None
+
+
+def exists(path: Path | None) -> bool:
+    """Path.exists that answers False, not OSError, for a name the file system refuses."""
+    try:
+        return path is not None and path.exists()
+    except (ValueError, OSError):
+        return False
+
+
 def confine_data_paths(cfg, roots: list[str], hub_datasets: list[str] | None = None) -> None:
     """Check (and make absolute) every data path of `cfg` in place; ConfigError names the
     key path of the first one outside the roots. `hub_datasets`: fnmatch patterns of the
@@ -51,14 +69,14 @@ def confine_data_paths(cfg, roots: list[str], hub_datasets: list[str] | None = N
                 continue
             raise ConfigError(f"{key}.path: {src.path!r}: this hub dataset is not allowed (paths.hub_datasets: "
                               f"{hub_datasets or 'none'})", key=f"{key}.path")
-        raw = Path(src.path).expanduser()
+        raw = Path(src.path)
         candidates = [raw] if raw.is_absolute() else [Path(r) / raw for r in roots]
         resolved = None
         for c in candidates:
-            real = Path(os.path.realpath(c))
-            if any(_inside(real, r) for r in real_roots):
+            real = real_path(c)
+            if real is not None and any(_inside(real, r) for r in real_roots):
                 resolved = real
-                if real.exists():
+                if exists(real):
                     break
         where = f"{key}.path"
         if not real_roots:
@@ -67,6 +85,6 @@ def confine_data_paths(cfg, roots: list[str], hub_datasets: list[str] | None = N
         if resolved is None:
             raise ConfigError(f"{where}: {src.path!r} is outside the service's data roots "
                               f"({', '.join(map(str, real_roots))})", key=where)
-        if not resolved.exists():
+        if not exists(resolved):
             raise ConfigError(f"{where}: {src.path!r} not found under the data roots ({', '.join(roots)})", key=where)
         src.path = str(resolved)

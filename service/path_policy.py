@@ -33,7 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from jobs.errors import ConfigError
 from jobs.pipeline_config import PipelineConfig
-from service.data_policy import confine_data_paths
+from service.data_policy import confine_data_paths, exists, real_path
 from service.settings import PathPolicy
 
 EMBEDDED = "embedded:"
@@ -114,11 +114,11 @@ def _under_model_roots(value: str, model_roots: list[str]) -> Path | None:
     """The real path (symlinks followed) of `value`, absolute or relative to a root, when it
     exists inside one of the roots; None otherwise."""
     roots = [Path(os.path.realpath(r)) for r in model_roots]
-    raw = Path(value).expanduser()
+    raw = Path(value)  # no `~`: the service's home is not the caller's
     candidates = [raw] if raw.is_absolute() else [Path(r) / raw for r in model_roots]
     for c in candidates:
-        real = Path(os.path.realpath(c))
-        if any(_inside(real, r) for r in roots) and real.exists():
+        real = real_path(c)
+        if real is not None and any(_inside(real, r) for r in roots) and exists(real):
             return real
     return None
 
@@ -143,8 +143,9 @@ def confine_storage(key: str, value: str, job_dir: str, policy: PathPolicy) -> s
         job = Path(os.path.realpath(job_dir))
         if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", value):  # a plain name: a folder in the job's
             return str(job / value)
-        if Path(value).is_absolute() and _inside(Path(os.path.realpath(value)), job):
-            return str(Path(os.path.realpath(value)))
+        real = real_path(value)
+        if Path(value).is_absolute() and real is not None and _inside(real, job):
+            return str(real)
     raise ConfigError(f"{key}: {value!r} is not allowed: use a folder name (it goes in the job's folder) or a "
                       f"location under the operator's paths.storage_uris ({policy.storage_uris or 'none'})", key=key)
 
@@ -154,7 +155,8 @@ def _uri_under(value: str, allowed: str) -> bool:
     if (v.scheme, v.netloc) != (a.scheme, a.netloc) or parse_qs(v.query) != parse_qs(a.query):
         return False
     if not v.scheme:  # a local folder prefix
-        return _inside(Path(os.path.realpath(value)), Path(os.path.realpath(allowed)))
+        real = real_path(value)
+        return real is not None and _inside(real, Path(os.path.realpath(allowed)))
     vp, ap = v.path.rstrip("/").split("/"), a.path.rstrip("/").split("/")
     return vp[:len(ap)] == ap and ".." not in vp
 

@@ -277,7 +277,8 @@ def test_registering_a_model_makes_it_servable_without_a_redeploy(tmp_path):
     registry.models()  # a cached listing from before the registration
     r = client.post("/v1/models", json={"path": str(folder)}, headers=bob)
     assert r.status_code == 403 and "models:write" in r.text  # not in a token's default scopes
-    for path in (str(tmp_path / "outside" / "evil"), str(roots / ".." / "outside" / "evil"), "/etc"):
+    for path in (str(tmp_path / "outside" / "evil"), str(roots / ".." / "outside" / "evil"), "/etc",
+                 "~nosuchuser/guard-v2", "guard\x00v2", "g" * 5000):  # the last three: 500s before
         r = client.post("/v1/models", json={"path": path}, headers=alice)
         assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "path"], r.text
     (roots / "empty").mkdir()

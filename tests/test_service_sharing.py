@@ -314,6 +314,8 @@ def _confine(cfg: dict, policy: dict, tmp_path, data_roots=()) -> PipelineConfig
 @pytest.mark.parametrize("key, value", [
     ("model", "/etc"), ("model", "../../models/x"), ("model", "evil-org/backdoor"),
     ("decide.safe_model", "/tmp"), ("signals.train.model.backbone", "someone/else"),
+    # names no file system holds: a ConfigError, never a 500 (found by the OpenAPI fuzz)
+    ("model", "~nosuchuser/models"), ("model", "models/a\x00b"), ("model", "/" + "a" * 5000),
 ])
 def test_model_paths_are_confined(tmp_path, key, value):
     cfg = smoke()
@@ -358,6 +360,15 @@ def test_hub_datasets_need_the_allow_list(tmp_path):
     _confine(cfg, {"hub_datasets": ["walledai/*"]}, tmp_path)
 
 
+@pytest.mark.parametrize("path", ["~nosuchuser/x.jsonl", "a\x00b.jsonl", "x" * 5000 + ".jsonl"])
+def test_unusable_data_paths_are_a_config_error(tmp_path, path):
+    cfg = smoke()
+    cfg["prompts"]["harmful"] = [{"path": path, "format": "advbench"}]
+    with pytest.raises(ConfigError) as e:
+        _confine(cfg, {}, tmp_path, data_roots=[str(tmp_path)])
+    assert e.value.key == "prompts.harmful[0].path"
+
+
 @pytest.mark.parametrize("value, ok", [
     ("ckpt", True),
     ("s3://team-bucket/presafe/run1", True),
@@ -367,6 +378,7 @@ def test_hub_datasets_need_the_allow_list(tmp_path):
     ("gs://elsewhere/x", False),
     ("/tmp/anywhere", False),
     ("../../x", False),
+    ("/tmp/a\x00b", False),
 ])
 def test_checkpoint_storage_is_the_job_folder_or_allow_listed(tmp_path, value, ok):
     cfg = smoke()
