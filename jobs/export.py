@@ -129,7 +129,8 @@ def export(job_or_adapter: str | Path, to: str | Path, variant: str | None = Non
             _copy_adapter(source.adapter, staged, torch_dtype if dtype else None)
         head = load_head(source.adapter)
         layers = source.meta.get("aux_layers") or []
-        save_head(head, staged, layers, (config.get("align") or {}).get("aux", {}).get("pooling", "t_star"))
+        aux = (config.get("align") or {}).get("aux", {})
+        save_head(head, staged, layers, aux.get("pooling", "t_star"), aux.get("head", "raw"))  # raw: older configs
         meta = {**source.meta, "export": {"source": str(source.adapter), "variant": source.variant,
                                           "merged": merged, "dtype": torch_dtype, "head": HEAD}}
         (staged / "meta.json").write_text(json.dumps(meta, indent=2, default=str))

@@ -183,9 +183,18 @@ class AuxSettings:
     """soft (p_refuse) | hard (0/1 at tau)."""
     detach: bool = False
     """Stop the auxiliary gradient at the hidden state (diagnostic: head-only probe)."""
+    head: str = "normalized"
+    """normalized: the head reads the pooled hidden state layer-normalized (no learned
+    scale) and starts at zero, so the aux loss starts at ln 2 and sends no gradient into
+    the LoRA weights until the head has found a direction. LRM hidden states have norms in
+    the hundreds with a few massive dimensions (the demo model's layer 22: norm ~300, one
+    dimension ~145): a randomly initialised head on them starts with logits of +-8 and
+    pushes the representation along a random direction. raw: the earlier head (random
+    init, unnormalized features), kept to reproduce older runs."""
 
     def validate(self) -> None:
         check(self.weight >= 0, "weight", f"must be >= 0 (lambda), got {self.weight}")
+        check(self.head in ("normalized", "raw"), "head", "must be normalized or raw")
         check(self.target in ("soft", "hard"), "target", "must be soft or hard")
         check(self.pooling in ("t_star", "prompt_mean"), "pooling", "must be t_star or prompt_mean")
         check(all(layer != 0 for layer in self.layers), "layers", "layer 0 is the embeddings; use 1..L or -1..-L")

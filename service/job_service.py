@@ -304,6 +304,7 @@ class JobService:
         free = self._free_resources(active)
         cap = self.settings.queue.max_running
         blocked_by: str | None = None
+        launches: list[JobRow] = []
         for row in self.store.queued():
             quota = self.quota(row.owner)
             need = self._demand(row)
@@ -322,12 +323,19 @@ class JobService:
                 if reason != row.queue_reason:
                     self.store.transition(row.id, (JobStatus.QUEUED.value,), queue_reason=reason)
                 continue
-            if self._launch(row):
-                out["launched"] += 1
+            claimed = self._claim(row)
+            if claimed is not None:
+                launches.append(claimed)
                 active.append(row)
                 per_owner[row.owner] += 1
                 if free is not None:
                     free.take(need)
+        # Every admission of this pass is recorded (launched_at) before the first Ray submit,
+        # so the order the records show is the order decided from this pass's one read of the
+        # queue; a submit takes a while, and a job queued meanwhile waits for the next pass.
+        for row in launches:
+            self._start(row)
+            out["launched"] += 1
         if self.metrics is not None:
             self.metrics.job_counts(self.store.count_by_status())
         return out
@@ -371,16 +379,25 @@ class JobService:
 
     def _launch(self, row: JobRow) -> bool:
         """QUEUED -> PENDING (once: a conditional update), write request.yaml, submit to Ray."""
-        row = self.store.transition(row.id, (JobStatus.QUEUED.value,), status=JobStatus.PENDING.value,
-                                    launched_at=_now(), queue_reason=None)
+        row = self._claim(row)
         if row is None:
             return False  # cancelled, or another scheduler took it
+        self._start(row)
+        return True
+
+    def _claim(self, row: JobRow) -> JobRow | None:
+        """QUEUED -> PENDING with launched_at, once (a conditional update); None when the job
+        was cancelled or another scheduler took it."""
+        return self.store.transition(row.id, (JobStatus.QUEUED.value,), status=JobStatus.PENDING.value,
+                                     launched_at=_now(), queue_reason=None)
+
+    def _start(self, row: JobRow) -> None:
+        """Write request.yaml and submit a claimed job to Ray (a failure is recorded on it)."""
         if self.before_launch is not None:
             self.before_launch(row)
         if self.settings.queue.test_launch_delay_s:
             time.sleep(self.settings.queue.test_launch_delay_s)
         self._submit(row)
-        return True
 
     def _relaunch_if_orphaned(self, row: JobRow) -> None:
         """A PENDING job Ray has never heard of, launched a while ago: the process that

@@ -2,6 +2,7 @@
 the lambda=0 ablation, learning, checkpoint resume, and ZeRO-3 adapter export."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -67,11 +68,11 @@ def test_t_star_and_label_mask_in_a_padded_batch(tiny_lm_factory, family):
         assert labels[n - 1] == tok.eos_token_id and all(x == IGNORE for x in labels[n:])
 
 
-def _model(path, weight, layers=(2,)):
+def _model(path, weight, layers=(2,), head="normalized"):
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(path)
     lm = add_lora(base, LoraSettings(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"]))
-    return PreCoTModel(lm, list(layers), weight)
+    return PreCoTModel(lm, list(layers), weight, head=head)
 
 
 def _batch(path, hard=False):
@@ -80,8 +81,31 @@ def _batch(path, hard=False):
     return collate(ex, tok.pad_token_id)
 
 
+def test_the_head_starts_at_zero_on_normalized_features(tiny_lm):
+    """At the start the aux loss is ln 2 and the LM gets no aux gradient (the head has no
+    direction yet), whatever the scale of the hidden states; the raw head does not."""
+    model = _model(tiny_lm, weight=0.5, layers=[2])
+    batch = _batch(tiny_lm)
+    batch["labels"][:] = IGNORE
+    out = model(**batch)
+    assert out["aux_loss"].item() == pytest.approx(math.log(2), abs=1e-6)
+    out["loss"].backward()
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for n, p in model.lm.named_parameters() if "lora_" in n)
+    assert model.head.weight.grad.abs().sum() > 0  # the head learns first
+    h = torch.randn(3, model.head.in_features) * 300 + 5  # LRM-sized hidden states
+    with torch.no_grad():
+        model.head.weight.normal_()
+        scaled = model.head_logits(h)
+    assert scaled.abs().max() < 10 * math.sqrt(model.head.in_features)  # read as unit-variance features
+    assert torch.allclose(scaled, model.head_logits(h * 7), atol=1e-4)  # scale-free
+    raw = _model(tiny_lm, weight=0.5, layers=[2], head="raw")
+    assert raw.head.weight.abs().sum() > 0 and not torch.allclose(raw.head_logits(h), raw.head_logits(h * 7))
+
+
 def test_aux_term_alone_reaches_lora_weights_below_the_read_layer(tiny_lm):
     model = _model(tiny_lm, weight=0.5, layers=[2])
+    with torch.no_grad():
+        model.head.weight.normal_()  # a head that has found a direction
     batch = _batch(tiny_lm)
     batch["labels"][:] = IGNORE  # LM loss masked to zero
     out = model(**batch)

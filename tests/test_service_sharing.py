@@ -158,6 +158,20 @@ def test_priorities_first_fifo_within_one_and_token_quota(tmp_path):
     assert [s for s, _ in launcher.submitted] == [f"presafe-{high1}"]
 
 
+def test_a_pass_records_all_its_admissions_before_the_first_ray_submit(tmp_path):
+    """A submit to Ray takes a while: the pass claims every job it admits first, so the
+    launch order in the records is the one decided from its single read of the queue."""
+    jobs, launcher = make(tmp_path, queue={"max_running_per_owner": 3})
+    ids = [submit(jobs).id for _ in range(3)]
+    seen = []
+    jobs.before_launch = lambda row: seen.append([jobs.store.get(i).status for i in ids])
+    assert jobs.schedule()["launched"] == 3
+    assert seen[0] == [JobStatus.PENDING.value] * 3  # all claimed when the first submit starts
+    assert [s for s, _ in launcher.submitted] == [f"presafe-{i}" for i in ids]
+    stamps = [jobs.store.get(i).launched_at for i in ids]
+    assert stamps == sorted(stamps)
+
+
 def test_resources_hold_the_queue_in_order(tmp_path):
     jobs, launcher = make(tmp_path, queue={"max_running_per_owner": 10, "driver_num_cpus": 1.0})
     launcher.res = ({"CPU": 2.0}, {"CPU": 1.5})  # a serve replica holds 0.5

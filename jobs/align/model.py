@@ -9,6 +9,7 @@ at t*, and L = L_LM + lambda * BCE.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from jobs.align.losses import (
@@ -74,15 +75,27 @@ def add_lora(model, lora: LoraSettings):
 class PreCoTModel(nn.Module):
     """LoRA-adapted causal LM + a linear head (hidden -> 1) on the pre-CoT hidden state."""
 
-    def __init__(self, lm, layers: list[int], aux_weight: float, detach: bool = False, pooling: str = "t_star"):
+    def __init__(self, lm, layers: list[int], aux_weight: float, detach: bool = False, pooling: str = "t_star",
+                 head: str = "normalized"):
         super().__init__()
         self.lm = lm
         hidden = lm.get_base_model().config.hidden_size
         self.head = nn.Linear(hidden, 1)
+        self.normalize = head == "normalized"
+        if self.normalize:  # logit 0 at the start: no gradient into the LM before the head has a direction
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
         self.layers = layers
         self.aux_weight = aux_weight
         self.detach = detach
         self.pooling = pooling
+
+    def head_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """[B, H] pooled hidden states -> [B] decision logits."""
+        h = h.to(self.head.weight.dtype)
+        if self.normalize:
+            h = F.layer_norm(h, h.shape[-1:])
+        return self.head(h).squeeze(-1)
 
     def forward(self, input_ids, attention_mask, labels, t_star, signal, label_weights=None) -> dict[str, torch.Tensor]:
         """input_ids/attention_mask/labels: [B, T]; t_star: [B]; signal: [B] in [0, 1];
@@ -104,22 +117,24 @@ class PreCoTModel(nn.Module):
         h = gather_pre_cot(out.hidden_states, self.layers, t_star, self.pooling)  # [B, H]
         if self.detach:
             h = h.detach()
-        head_logits = self.head(h.to(self.head.weight.dtype)).squeeze(-1)  # [B]
+        head_logits = self.head_logits(h)  # [B]
         aux = decision_loss(head_logits, signal)
         loss = total_loss(lm, aux, self.aux_weight)
         return {"loss": loss, "lm_loss": lm.detach(), "aux_loss": aux.detach(), "head_logits": head_logits.detach()}
 
 
-def save_head(state: dict[str, torch.Tensor], folder, layers: list[int], pooling: str) -> None:
+def save_head(state: dict[str, torch.Tensor], folder, layers: list[int], pooling: str,
+              head: str = "normalized") -> None:
     """The decision head (weight [1, H], bias [1]) as safetensors, not a pickle: loading it
-    runs no code. The metadata says what it reads (layers 1..L, pooling at t*)."""
+    runs no code. The metadata says what it reads (layers 1..L, pooling at t*, and whether
+    the features are layer-normalized first: `head` normalized | raw)."""
     from pathlib import Path
 
     from safetensors.torch import save_file
 
     save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(Path(folder) / HEAD),
               metadata={"format": "pt", "presafe": "pre-cot decision head", "aux_layers": ",".join(map(str, layers)),
-                        "pooling": pooling})
+                        "pooling": pooling, "features": "layer_norm" if head == "normalized" else "raw"})
 
 
 def load_head(folder) -> dict[str, torch.Tensor]:

@@ -65,7 +65,8 @@ class AlignTrainer:
             base.config.use_cache = False
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             base.enable_input_require_grads()
-        self.model = PreCoTModel(add_lora(base, a.lora), layers, a.aux.weight, a.aux.detach, a.aux.pooling)
+        self.model = PreCoTModel(add_lora(base, a.lora), layers, a.aux.weight, a.aux.detach, a.aux.pooling,
+                                 a.aux.head)
         self.layers = layers
         hard = a.aux.target == "hard"
         built = [build_example(self.tokenizer, r, cfg.template, a.train.max_length, hard, a.train.decision_tokens)
@@ -245,7 +246,7 @@ class AlignTrainer:
                 shutil.rmtree(out)
             self.engine.module.lm.save_pretrained(out, state_dict=lora)
             self.tokenizer.save_pretrained(out)
-            save_head(head, out, self.layers, self.cfg.align.aux.pooling)
+            save_head(head, out, self.layers, self.cfg.align.aux.pooling, self.cfg.align.aux.head)
             meta = {
                 "presafe": "adapter",
                 "base_model": self.cfg.model,
