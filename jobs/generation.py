@@ -282,7 +282,7 @@ class VLLMEngine:
         if cfg.greedy:
             params = [SamplingParams(temperature=0.0, **common)] * len(texts)
         else:
-            params = [SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k or -1,
+            params = [SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k,
                                      seed=cfg.seed * 100_003 + i, **common) for i in range(len(texts))]
         results = self.llm.generate(prompts, params, lora_request=self._lora(adapter), use_tqdm=False)
         out = []

@@ -216,3 +216,42 @@ def test_lora_unmerged_matches_the_merged_hf_model(vllm_pool, texts, lora_adapte
     changed = sum(a != b for a, b in zip(ours, base))
     print(f"[vllm] the adapter changes {changed}/{PROMPTS} greedy outputs")
     assert changed > 0
+
+
+@needs_vllm
+def test_evaluate_shares_one_vllm_engine_across_variants(vllm_pool, lora_adapter, tmp_path, monkeypatch):
+    """Stage evaluate with generation.engine: vllm: base and the adapter variant come from
+    the one engine (the module's, standing in for the pool the stage would start), the probe
+    pass from hf pools afterwards. Last in the module: the stage closes its pool."""
+    import json
+
+    import jobs.stages.generate as generate
+    from jobs.stages.evaluate import run_evaluate
+
+    made = []
+
+    def pool(model, dtype, spec, adapter=None, engine=None, engine_cfg=None, adapters=None):
+        if engine_cfg is not None and engine_cfg.engine == "vllm":
+            made.append(adapters)
+            view = vllm_pool.using(None)
+            view.close = lambda: None  # the module's engine outlives the stage
+            return view
+        return real(model, dtype, spec, adapter=adapter, engine=engine)
+
+    real = generate.ModelPool
+    monkeypatch.setattr(generate, "ModelPool", pool)
+    sets = {"harmful": [{"path": "builtin:demo-harmful-heldout", "format": "builtin"}],
+            "benign": [{"path": "builtin:demo-benign-heldout", "format": "builtin"}]}
+    cfg = from_dict(PipelineConfig, {
+        "kind": "eval", "storage_path": str(tmp_path), "job_id": "j", "model": _model_name(),
+        "generation": {"engine": "vllm"},
+        "evaluate": {"enabled": True, **sets, "limit_per_set": 6, "decodings": [{"name": "greedy"}], "cot_off": [],
+                     "max_new_tokens": 16, "judges": [{"kind": "string_match"}], "adapters": [lora_adapter],
+                     "probes": {"folds": 2}}})
+    index = json.loads(run_evaluate(cfg).read_text())
+    assert made == [[lora_adapter]]  # one engine, started with every variant's adapter
+    assert set(index["variants"]) == {"base", "adapter"}
+    for name, v in index["variants"].items():
+        assert v["engine"] == "vllm" and len(v["probe_auroc"]) > 1
+        rows = [json.loads(x) for x in (tmp_path / "jobs" / "j" / v["runs"]["cot_on/greedy"]).read_text().splitlines()]
+        assert len(rows) == 12 and all({"output", "thinking", "answer", "closed"} <= set(r) for r in rows)
