@@ -254,7 +254,6 @@ class VLLMEngine:
                             gpu_memory_utilization=s.gpu_memory_utilization,
                             max_model_len=s.max_model_len or None, enforce_eager=s.enforce_eager,
                             max_num_seqs=s.max_num_seqs, seed=0, **lora)
-        self._vllm = vllm
 
     def _lora(self, adapter: str | None):
         if adapter is None:
