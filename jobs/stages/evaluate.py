@@ -190,12 +190,23 @@ def run_evaluate(cfg: PipelineConfig, classifier=None) -> Path:
         from jobs.endpoint import EndpointEngine
 
         endpoint = EndpointEngine(e.endpoint)
+    # vllm: one pool holds the base model for every variant, each adapter applied per call
+    # (never merged); hf: one pool per variant, its adapter merged in.
+    adapter_of = {m["name"]: str(m["adapter"]) if m["adapter"] else None for m in models}
+    shared = None
+    if endpoint is None and cfg.generation.engine == "vllm":
+        shared = ModelPool(cfg.model, cfg.dtype, cfg.decide.actors, engine_cfg=cfg.generation,
+                           adapters=[a for a in adapter_of.values() if a])
     for m in models:
         # The model lives on generation actors (decide.num_actors > 0), in this process, or
         # behind the endpoint.
-        pool = ModelPool(cfg.model, cfg.dtype, cfg.decide.actors if endpoint is None else ActorSpec(),
-                         adapter=str(m["adapter"]) if m["adapter"] else None, engine=endpoint)
-        entry: dict = {"group": m["group"], "seed": m["seed"], "adapter": str(m["adapter"]) if m["adapter"] else None,
+        if shared is not None:
+            pool = shared.using(adapter_of[m["name"]])
+        else:
+            pool = ModelPool(cfg.model, cfg.dtype, cfg.decide.actors if endpoint is None else ActorSpec(),
+                             adapter=adapter_of[m["name"]], engine=endpoint)
+        entry: dict = {"group": m["group"], "seed": m["seed"], "adapter": adapter_of[m["name"]],
+                       "engine": "endpoint" if endpoint else cfg.generation.engine,
                        "workers": pool.placements() if pool.remote else [], "runs": {}}
         # The base model is evaluated once: its sampled runs use the first seed's offset.
         offset = sampling_seed_offset(m["seed"])
@@ -219,12 +230,24 @@ def run_evaluate(cfg: PipelineConfig, classifier=None) -> Path:
                     probe_labels, index["probe_labels"] = decided, "base model CoT-off greedy decisions"
                 else:  # one decision (almost) everywhere: nothing to probe; fall back to the flags
                     index["probe_labels"] = "prompt harmful flag (the base model's CoT-off decisions have one class)"
-        if e.probes.enabled and probe_prompts and endpoint is None:  # no hidden states over HTTP
+        if e.probes.enabled and probe_prompts and endpoint is None and shared is None:  # no hidden states over HTTP
             entry["probe_auroc"] = probe_layers(cfg, pool, probe_prompts, probe_labels)
         index["variants"][m["name"]] = entry
-        pool.close()
+        if shared is None:
+            pool.close()
         del pool
         gc.collect()
+    if shared is not None:
+        shared.close()
+        del shared
+        gc.collect()
+        if e.probes.enabled and probe_prompts:
+            # vLLM exposes no hidden states: the probe pass loads each variant with the hf
+            # engine (adapter merged), once vLLM has freed its memory.
+            for m in models:
+                pool = ModelPool(cfg.model, cfg.dtype, cfg.decide.actors, adapter=adapter_of[m["name"]])
+                index["variants"][m["name"]]["probe_auroc"] = probe_layers(cfg, pool, probe_prompts, probe_labels)
+                pool.close()
     index["probe_positives"] = sum(probe_labels)
     index["probe_prompts"] = len(probe_prompts)
     return write_json(job / SAMPLES_INDEX, index)

@@ -60,7 +60,7 @@ def safety_rationales(cfg: PipelineConfig, tokenizer, prompts: list[str], engine
     log.info("writing %d safety rationales with CoT on", len(texts))
     outs = generate_texts(cfg.model, cfg.dtype, texts, t.rationale_generation, d.num_actors, d.cpus_per_actor,
                           d.gpus_per_actor, engine=engine, desc="targets (safety rationales)",
-                          resources=d.resources_per_actor)
+                          resources=d.resources_per_actor, engine_cfg=cfg.generation)
     splits = [split_thinking(o, cfg.template) for o in outs]
     verdicts = StringMatchJudge().judge(prompts, [s.answer or "-" for s in splits])
     return [s.thinking if s.closed and s.thinking and v.decision == "refuse" else None

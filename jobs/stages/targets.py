@@ -122,7 +122,8 @@ def run_targets(cfg: PipelineConfig, engine=None) -> Path:
         d = cfg.decide
         outs = generate_texts(cfg.model, cfg.dtype, [on_texts[i] for i in need_self], t.self_generation,
                               d.num_actors, d.cpus_per_actor, d.gpus_per_actor, engine=engine,
-                              desc="targets (CoT on)", resources=d.resources_per_actor)
+                              desc="targets (CoT on)", resources=d.resources_per_actor,
+                              engine_cfg=cfg.generation)
         for i, text in zip(need_self, outs):
             if t.drop_unclosed and cfg.template.think_close not in text:
                 targets[i] = None
