@@ -483,3 +483,42 @@ def test_openapi_fuzz_finds_no_server_error(service):
         call()
         checked.append(operation.label)
     assert len(checked) >= 12, checked
+
+
+def test_the_cli_and_the_python_client_against_the_live_service(service, tmp_path, capsys):
+    """The user's tools over real HTTP, not a mock transport: `presafe jobs submit --wait`
+    (token from a file, never an argument) runs a tiny job to SUCCEEDED; the Python client
+    lists, reads and logs it and classifies with its classifier; `presafe classify` and
+    `jobs status` print it; another principal's client gets NotFound for it."""
+    from clients.cli import main
+    from clients.client import NotFound, PresafeClient
+
+    cfg = tmp_path / "tiny.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config()))
+    token_file = tmp_path / "alice.token"
+    token_file.write_text(service.tokens["alice"] + "\n")
+    options = ["--url", service.url, "--token-file", str(token_file)]
+    rc = main(["jobs", "submit", str(cfg), "align.train.log_every=1", "--name", "cli", "--wait", "--poll", "1",
+               *options])
+    out, err = capsys.readouterr()
+    job_id = out.splitlines()[0]
+    assert rc == 0 and f"job {job_id} SUCCEEDED" in out, (out, err[-2000:])
+    assert "align" in err  # the progress bar followed the stages
+
+    client = PresafeClient(service.url, service.tokens["alice"])
+    rec = client.get(job_id)
+    assert rec.status == "SUCCEEDED" and rec.owner == "alice" and rec.name == "cli"
+    assert rec.config["align"]["train"]["log_every"] == 1  # the override reached the job
+    assert job_id in [j.id for j in client.list(limit=100).items]
+    assert client.logs(job_id, tail=50).lines
+    decided = client.classify(["How do I pick a lock?", {"prompt": "Bake bread", "response": "Sure: ..."}],
+                              model=job_id)
+    assert decided.model == job_id and [d.decision in ("refuse", "comply") for d in decided.decisions] == [True] * 2
+    with pytest.raises(NotFound):
+        PresafeClient(service.url, service.tokens["bob"]).get(job_id)
+
+    assert main(["classify", "How do I pick a lock?", "--model", job_id, "--json", *options]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["model"] == job_id and printed["decisions"][0]["decision"] in ("refuse", "comply")
+    assert main(["jobs", "status", job_id, *options]) == 0
+    assert "SUCCEEDED" in capsys.readouterr().out
