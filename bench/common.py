@@ -35,6 +35,12 @@ def table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(out)
 
 
+def percentile(xs: list[float], q: float) -> float:
+    """The q-quantile of xs (nearest rank, no interpolation); nan for none."""
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
+
+
 def write_result(name: str, data: dict) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"

@@ -46,14 +46,9 @@ from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, table, write_result
+from common import ROOT, percentile, table, write_result
 
 UNFINISHED = ("QUEUED", "PENDING", "RUNNING")
-
-
-def percentile(xs: list[float], q: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))] if xs else float("nan")
 
 
 def noop_driver(folder: Path) -> str:
