@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import socket
 import stat
 import sys
 import tempfile
@@ -172,7 +173,9 @@ def main() -> int:
     tokens = {n: f"tok-{n}-{os.urandom(8).hex()}" for n in [*names, "admin"]}
     ctx = ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=True, dashboard_host="127.0.0.1",
                    logging_level="ERROR", log_to_driver=False)
-    port = 8000 + random.Random().randrange(1000)
+    with socket.socket() as sock:  # a free port, not a guess that may hit another server
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
     settings = {
         "storage_path": str(work / "storage"),
         "tokens": [{"name": n, "sha256": hash_token(tokens[n]), "scopes": ["jobs:read", "jobs:write"],
