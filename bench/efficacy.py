@@ -104,7 +104,7 @@ def main() -> int:
 
     ev = json.loads((job / "evaluation.json").read_text())
     groups = ev["groups"]
-    tests = {(c["run"], c["metric"]): c for c in ev["comparisons"] if c["a"] == "aligned"}  # each trained group vs λ = 0 (none without the ablation)
+    tests = {(c["run"], c["metric"]): c for c in ev["comparisons"] if c["model"] == "aligned"}  # each trained group vs λ = 0 (none without the ablation)
     judges = [j["name"] for j in ev["judges"]]
     rows, checks = [], {}
     for run in groups["base"]["runs"]:

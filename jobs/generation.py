@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -76,6 +77,12 @@ class VLLMSettings:
     """LoRA adapters held on the GPU at once (variants are evaluated one after another)."""
     cpu_kv_cache_gb: float = 0.0
     """CPU builds only: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE); 0 = vLLM's default."""
+    cpu_threads_bind: str = ""
+    """CPU builds only: the cores the engine's OpenMP threads bind to
+    (VLLM_CPU_OMP_THREADS_BIND), e.g. "0-7", one list per tensor-parallel rank joined by
+    "|", or auto | nobind; empty = the environment's setting, else vLLM's auto binding,
+    which keeps one core for its scheduler process and uses one logical CPU per physical
+    core (a 2-core machine then decodes on 1 core)."""
 
     def validate(self) -> None:
         check(self.tensor_parallel_size >= 1, "tensor_parallel_size", "must be >= 1")
@@ -85,6 +92,12 @@ class VLLMSettings:
         check(self.max_num_seqs >= 1, "max_num_seqs", "must be >= 1")
         check(self.max_loras >= 1, "max_loras", "must be >= 1")
         check(self.cpu_kv_cache_gb >= 0, "cpu_kv_cache_gb", "must be >= 0")
+        check(self.cpu_threads_bind in ("", "auto", "nobind")
+              or bool(re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*(\|\d+(-\d+)?(,\d+(-\d+)?)*)*", self.cpu_threads_bind)),
+              "cpu_threads_bind", f"core lists like '0-7' or '0-3|4-7' (one per rank) or auto or nobind, got {self.cpu_threads_bind!r}")
+        check(self.cpu_threads_bind in ("", "auto", "nobind")
+              or self.cpu_threads_bind.count("|") + 1 == self.tensor_parallel_size, "cpu_threads_bind",
+              f"needs one core list per tensor-parallel rank ({self.tensor_parallel_size}), joined by '|'")
 
 
 @dataclass
@@ -240,6 +253,8 @@ class VLLMEngine:
         s = settings or VLLMSettings()
         if s.cpu_kv_cache_gb:
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = f"{s.cpu_kv_cache_gb:g}"
+        if s.cpu_threads_bind:
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = s.cpu_threads_bind
         vllm = import_vllm()
         path = resolve_model(model_name_or_path)
         self.tokenizer = AutoTokenizer.from_pretrained(path)

@@ -299,7 +299,7 @@ def _evaluation_markdown(ev: dict, aux_weight: float, plots: dict) -> list[str]:
                   "the ablation.", "", "| model | run | metric | rate | λ = 0 rate | pairs | b | c | p |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for c in ev["comparisons"]:
-            lines.append(f"| {c['a']} | {c['run']} | {c['metric']} | {_pct(c['a_rate'])} | {_pct(c['b_rate'])} | "
+            lines.append(f"| {c['model']} | {c['run']} | {c['metric']} | {_pct(c['a_rate'])} | {_pct(c['b_rate'])} | "
                          f"{c['pairs']} | {c['b']} | {c['c']} | {_p(c['p_value'])} |")
         lines.append("")
     if seeds:

@@ -136,7 +136,8 @@ def test_seeds_and_sweep_share_decisions_signals_targets_and_pool_per_seed(home)
     per = [ev["variants"][f"aligned@s{s}"]["runs"]["cot_on/sampled"]["judges"]["string_match"]["asr"] for s in (0, 1)]
     assert g["n"] == per[0]["n"] + per[1]["n"] == 6 and g["k"] == per[0]["k"] + per[1]["k"]
     assert g["per_seed"] == [p["rate"] for p in per] and g["lo"] <= g["rate"] <= g["hi"]
-    tests = {(c["a"], c["run"], c["metric"]): c for c in ev["comparisons"]}
+    tests = {(c["model"], c["run"], c["metric"]): c for c in ev["comparisons"]}
+    assert {c["versus"] for c in ev["comparisons"]} == {"lambda0"}  # not overwritten by McNemar's b count
     asr = tests[("aligned", "cot_on/greedy", "asr")]
     assert asr["pairs"] == 6 and asr["b_rate"] == pytest.approx(
         ev["groups"]["lambda0"]["runs"]["cot_on/greedy"]["judges"]["string_match"]["asr"]["rate"])

@@ -69,6 +69,32 @@ def test_missing_vllm_is_a_config_error_naming_the_key(monkeypatch):
     assert e.value.key == "generation.engine"
 
 
+def test_cpu_core_binding_is_checked_and_reaches_the_engine(monkeypatch):
+    """`generation.vllm.cpu_threads_bind` is vLLM's VLLM_CPU_OMP_THREADS_BIND: one core list
+    per tensor-parallel rank; it is in the environment when the engine starts."""
+    import types
+
+    import jobs.generation as generation
+
+    with pytest.raises(ConfigError, match=r"generation\.vllm\.cpu_threads_bind: core lists like '0-7'.*got '0-x'"):
+        from_dict(PipelineConfig, _pipeline(generation={"engine": "vllm", "vllm": {"cpu_threads_bind": "0-x"}}))
+    with pytest.raises(ConfigError, match=r"generation\.vllm\.cpu_threads_bind: needs one core list per "
+                                          r"tensor-parallel rank \(1\)"):
+        from_dict(PipelineConfig, _pipeline(generation={"engine": "vllm", "vllm": {"cpu_threads_bind": "0-1|2-3"}}))
+    seen = {}
+
+    class LLM:
+        def __init__(self, **kwargs):
+            seen["bind"] = __import__("os").environ.get("VLLM_CPU_OMP_THREADS_BIND")
+
+    monkeypatch.setattr(generation, "import_vllm", lambda: types.SimpleNamespace(LLM=LLM))
+    monkeypatch.setattr(generation, "_stop_ids_of", lambda path, tok: [])
+    monkeypatch.setattr("transformers.AutoTokenizer.from_pretrained", lambda path: object())
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    generation.VLLMEngine("some/model", settings=generation.VLLMSettings(cpu_threads_bind="0-1"))
+    assert seen["bind"] == "0-1"
+
+
 def test_lora_rank_rounds_up_to_a_rank_vllm_accepts():
     assert vllm_lora_rank([4]) == 8
     assert vllm_lora_rank([16, 8]) == 16

@@ -231,7 +231,7 @@ def paired_tests(variants: dict, samples: dict, judge: str, measures_refusal: bo
                         b += a[key] and not z[key]
                         c += z[key] and not a[key]
                 if n:
-                    out.append({"a": group, "b": "lambda0", "run": run, "metric": metric, "judge": judge, "pairs": n,
+                    out.append({"model": group, "versus": "lambda0", "run": run, "metric": metric, "judge": judge, "pairs": n,
                                 "a_rate": a_k / n, "b_rate": z_k / n, **mcnemar(b, c)})
     return out
 
