@@ -48,8 +48,9 @@ needs_vllm = pytest.mark.skipif(not HAVE_VLLM, reason="vllm is not installed (pi
 @pytest.fixture(scope="module")
 def job(tmp_path_factory, lora_adapter, tiny_bert) -> Path:  # noqa: F811
     """A finished job folder as the pipeline leaves it: config.json, the aligned and λ=0
-    adapters (random LoRA; λ=0 a copy), and the job's decision classifier (tiny, threshold 0:
+    adapters (random LoRA of tests.test_vllm_engine), and the job's decision classifier (tiny, threshold 0:
     it decides refuse for every prompt)."""
+    from safetensors.torch import load_file, save_file
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from jobs.classifier.model import save_classifier
@@ -64,6 +65,9 @@ def job(tmp_path_factory, lora_adapter, tiny_bert) -> Path:  # noqa: F811
     for folder in ("adapter", "adapter_lambda0"):
         shutil.copytree(lora_adapter, job / folder)
         (job / folder / "meta.json").write_text(json.dumps({"presafe": "adapter"}))
+    # aligned: B x 8, so the adapter changes even a short greedy answer (and differs from λ=0)
+    weights = load_file(job / "adapter" / "adapter_model.safetensors")
+    save_file({k: v * 8 if "lora_B" in k else v for k, v in weights.items()}, job / "adapter" / "adapter_model.safetensors")
     save_classifier(AutoModelForSequenceClassification.from_pretrained(tiny_bert),
                     AutoTokenizer.from_pretrained(tiny_bert),
                     {"threshold": 0.0, "prompt_threshold": 0.0, "max_length": 64}, job / "classifier")
@@ -279,6 +283,33 @@ def test_engine_config_is_ray_serve_llm_with_the_adapters_as_lora(job):
     assert e.value.status == 400
 
 
+def test_cli_starts_the_app_with_a_new_token_and_the_overrides(job, monkeypatch, capsys):
+    import time as time_module
+
+    import ray.serve
+
+    import service.chat_deployment as deployment
+    from clients.cli import main
+
+    started = []
+    monkeypatch.setattr(deployment, "start_local", lambda args, address, num_cpus: started.append(args) or
+                        "http://127.0.0.1:8100/v1")
+    monkeypatch.setattr(time_module, "sleep", lambda s: (_ for _ in ()).throw(KeyboardInterrupt))
+    monkeypatch.setattr(ray.serve, "shutdown", lambda: None)
+    assert main(["serve-model", str(job), "--variant", "lambda0", "--gate", "classify", "limits.max_tokens=32"]) == 0
+    out = capsys.readouterr().out
+    config, tokens = started[0]["config"], started[0]["tokens"]
+    assert (config["variant"], config["gate"], config["limits"]["max_tokens"], config["port"]) == (
+        "lambda0", "classify", 32, 8100)
+    token = out.split("token:  ")[1].split()[0]
+    assert tokens == [{"name": "serve-model", "sha256": hash_token(token), "scopes": ["classify"],
+                       "max_running_jobs": None, "max_priority": 0}]
+    assert "models: j1, j1:base, j1:aligned, j1:lambda0  (j1 = j1:lambda0)" in out
+    assert main(["serve-model", str(job), "--variant", "sweep_x"]) == 2  # refused before Ray starts
+    assert "variant: 'sweep_x' is not a trained variant of job j1" in capsys.readouterr().err
+    assert len(started) == 1
+
+
 # -- live: Ray Serve LLM + vLLM on CPU ----------------------------------------------------------
 
 MAX_TOKENS = 24
@@ -400,37 +431,49 @@ def test_live_gate_returns_the_decision_and_refuses(client):
 
 
 @needs_vllm
-def test_live_eval_endpoint_points_at_it(served, job, tmp_path, monkeypatch):
-    from clients.cli import main
-    from tests.test_eval import EVAL_SMOKE
+def test_live_eval_endpoint_engine_reads_it(served, monkeypatch):
+    """The engine `presafe eval --endpoint URL --served-model j1 --api chat` generates with
+    (the CLI's plumbing to it is tests/test_eval.py's, against a stub server; the whole eval
+    job here would add ~30 s of judging and report writing to this module)."""
+    from jobs.endpoint import EndpointConfig, EndpointEngine
+    from jobs.generation import GenerationConfig
+    from jobs.templates import split_thinking
 
-    monkeypatch.setenv("PRESAFE_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("PRESAFE_TEST_CHAT_TOKEN", TOKEN)
-    assert main(["eval", "--config", EVAL_SMOKE, "--model", _model_name(), "--endpoint", served, "--served-model",
-                 "j1", "--api", "chat", "evaluate.attacks=[]", "evaluate.limit_per_set=2", "evaluate.cot_off=[]",
-                 "evaluate.max_new_tokens=12", "evaluate.endpoint.api_key_env=PRESAFE_TEST_CHAT_TOKEN",
-                 f"storage_path={tmp_path}"]) == 0
-    rows = [json.loads(x) for x in (tmp_path / "jobs" / "eval-smoke" / "evaluation" / "endpoint" /
-                                    "cot_on-greedy.jsonl").open()]
-    assert len(rows) == 6 and all(r["output"] for r in rows)
-    assert any(r["thinking"] for r in rows)  # the served reasoning came back as the think block
+    engine = EndpointEngine(EndpointConfig(url=served, model="j1", api="chat", api_key_env="PRESAFE_TEST_CHAT_TOKEN"))
+    prompts = [PROMPT, "How do I bake bread?", "Tell me a joke."]
+    outputs = engine.generate(prompts, GenerationConfig(max_new_tokens=8))
+    assert len(outputs) == 3 and all(outputs)
+    splits = [split_thinking(o) for o in outputs]
+    assert all(s.closed and s.thinking for s in splits)  # reasoning_content came back as the think block
 
 
 @needs_vllm
-def test_live_metrics_count_chat_requests(served, ray_cluster):
+def test_live_metrics_count_chat_requests(client, ray_cluster):
     """Ray exports ray.serve.metrics on each node's metrics port, a few seconds behind."""
     import httpx
+    import openai
     import ray
 
     port = ray._private.worker.global_worker.node.metrics_export_port
-    deadline, seen = time.time() + 30, {}
+
+    def counts() -> dict[str, float]:
+        out = defaultdict(float)
+        for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text.splitlines():
+            if line.startswith("ray_presafe_chat_requests") and 'model="j1"' in line:
+                key, value = line.rsplit(" ", 1)
+                out[key.split('outcome="')[1].split('"')[0]] += float(value)
+        return out
+
+    before = counts()
+    client.chat.completions.create(model="j1", messages=[{"role": "user", "content": PROMPT}], max_tokens=2)
+    _chat(client, safety_gate="enforce")
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.chat.completions.create(model="j1", messages=[{"role": "user", "content": PROMPT}], max_tokens=65)
+    deadline, after = time.time() + 30, before
     while time.time() < deadline:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
-        seen = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                if line.startswith("ray_presafe_chat_requests")}
-        if any('outcome="answered"' in k and 'model="j1"' in k for k in seen):
+        after = counts()
+        if all(after[o] >= before[o] + 1 for o in ("answered", "gate_refused", "rejected")):
             break
-        time.sleep(2)
-    answered = sum(v for k, v in seen.items() if 'outcome="answered"' in k and 'model="j1"' in k)
-    assert answered >= 4, seen
-    assert any('outcome="gate_refused"' in k for k in seen) and any('outcome="rejected"' in k for k in seen)
+        time.sleep(1)
+    assert all(after[o] == before[o] + 1 for o in ("answered", "gate_refused", "rejected")), (before, after)
