@@ -450,7 +450,8 @@ def test_live_eval_endpoint_engine_reads_it(served, monkeypatch):
 
 @needs_vllm
 def test_live_metrics_count_chat_requests(client, ray_cluster):
-    """Ray exports ray.serve.metrics on each node's metrics port, a few seconds behind."""
+    """Ray exports ray.serve.metrics on each node's metrics port, a few seconds behind. Only
+    this test asks j1:lambda0, so its counts are this test's alone."""
     import httpx
     import openai
     import ray
@@ -460,20 +461,19 @@ def test_live_metrics_count_chat_requests(client, ray_cluster):
     def counts() -> dict[str, float]:
         out = defaultdict(float)
         for line in httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text.splitlines():
-            if line.startswith("ray_presafe_chat_requests") and 'model="j1"' in line:
+            if line.startswith("ray_presafe_chat_requests") and 'model="j1:lambda0"' in line:
                 key, value = line.rsplit(" ", 1)
                 out[key.split('outcome="')[1].split('"')[0]] += float(value)
         return out
 
-    before = counts()
-    client.chat.completions.create(model="j1", messages=[{"role": "user", "content": PROMPT}], max_tokens=2)
-    _chat(client, safety_gate="enforce")
+    assert not counts()
+    client.chat.completions.create(model="j1:lambda0", messages=[{"role": "user", "content": PROMPT}], max_tokens=2)
+    _chat(client, model="j1:lambda0", safety_gate="enforce")
     with pytest.raises(openai.UnprocessableEntityError):
-        client.chat.completions.create(model="j1", messages=[{"role": "user", "content": PROMPT}], max_tokens=65)
-    deadline, after = time.time() + 30, before
-    while time.time() < deadline:
-        after = counts()
-        if all(after[o] >= before[o] + 1 for o in ("answered", "gate_refused", "rejected")):
-            break
+        client.chat.completions.create(model="j1:lambda0", messages=[{"role": "user", "content": PROMPT}],
+                                       max_tokens=65)
+    deadline, seen = time.time() + 30, {}
+    while time.time() < deadline and len(seen) < 3:
+        seen = counts()
         time.sleep(1)
-    assert all(after[o] == before[o] + 1 for o in ("answered", "gate_refused", "rejected")), (before, after)
+    assert seen == {"answered": 1, "gate_refused": 1, "rejected": 1}
