@@ -13,6 +13,8 @@
     presafe demo-model build [--force]
     presafe export JOB_OR_ADAPTER --to DIR [--variant aligned|lambda0|NAME] [--merged] [--dtype bf16|fp16|fp32]
                    [--force] [--push-to-hub REPO [--private]]   (a standalone model folder + model card)
+    presafe serve-model JOB [--variant aligned|lambda0|base] [--port 8100] [--gate classify|enforce]
+                   [--tokens-file F | --no-auth] [key=value ...]   (OpenAI-compatible chat; blocks)
 
 With a presafe service (see clients/service_commands.py; `--url` / `--token`, else
 $PRESAFE_URL / $PRESAFE_TOKEN, else the service `presafe up` started):
@@ -116,6 +118,23 @@ def main(argv: list[str] | None = None) -> int:
     ex.add_argument("--push-to-hub", default=None, metavar="REPO", help="also upload to this Hugging Face repo")
     ex.add_argument("--private", action="store_true", help="create the hub repo private")
 
+    sm = sub.add_parser("serve-model", help="serve a job's models behind an OpenAI-compatible chat API "
+                                            "(Ray Serve LLM + vLLM; blocks until Ctrl-C)")
+    sm.add_argument("job", help="the job folder (<storage_path>/jobs/<job_id>)")
+    sm.add_argument("--variant", default=None, help="what the bare model name <job> answers with: aligned "
+                                                     "(default), lambda0, base, or a variant name")
+    sm.add_argument("--host", default=None, help="address to listen on (default 127.0.0.1)")
+    sm.add_argument("--port", type=int, default=None, help="port (default 8100)")
+    sm.add_argument("--gate", choices=["off", "classify", "enforce"], default=None,
+                    help="default safety_gate of requests: the job's classifier decides on the prompt first")
+    sm.add_argument("--tokens-file", default=None, help="bearer tokens (YAML, as for presafe up); default: a new "
+                                                        "token, printed once")
+    sm.add_argument("--no-auth", action="store_true", help="no token checks (local experiments only)")
+    sm.add_argument("--address", default=None, help="a Ray cluster to deploy on (default: a local one of its own)")
+    sm.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray cluster")
+    sm.add_argument("overrides", nargs="*", help="ServeModelConfig key=value, e.g. engine.max_model_len=2048 "
+                                                  "limits.max_tokens=512 refusal_message='...'")
+
     stage = sub.add_parser("stage", help="run one stage of the method by hand")
     stage.add_argument("name", choices=["decide", "signals", "targets", "align", "evaluate", "judge", "report"])
     stage.add_argument("--config", required=True, help="pipeline YAML (see jobs/configs/)")
@@ -150,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
             return _demo_build(args)
         if args.command == "export":
             return _export(args)
+        if args.command == "serve-model":
+            return _serve_model(args)
         if args.command == "classifier":
             return {"train": _classifier_train, "eval": _classifier_eval, "predict": _classifier_predict}[args.action](args)
         if args.command == "up":
@@ -212,6 +233,47 @@ def _export(args) -> int:
     print(f"exported: {out}")
     if args.push_to_hub:
         print(f"pushed: {push_to_hub(out, args.push_to_hub, args.private)}")
+    return 0
+
+
+def _serve_model(args) -> int:
+    import shlex
+    import time
+
+    from jobs.config import load_config, to_dict
+    from service.chat import ServedJob, ServeModelConfig
+    from service.settings import TokenSpec, hash_token, new_token
+
+    given = {"job": str(Path(args.job).resolve()), "variant": args.variant, "host": args.host, "port": args.port,
+             "gate": args.gate, "tokens_file": args.tokens_file and str(Path(args.tokens_file).resolve()),
+             "auth_disabled": args.no_auth or None}
+    cfg = load_config(ServeModelConfig, None, [f"{k}={v}" for k, v in given.items() if v is not None]
+                      + list(args.overrides))
+    served = ServedJob.load(cfg.job, cfg.variant)  # a job that cannot be served fails before Ray starts
+    token = None if cfg.auth_disabled or cfg.tokens_file else new_token()
+    tokens = [TokenSpec(name="serve-model", sha256=hash_token(token), scopes=["classify"])] if token else []
+    from service.chat_deployment import start_local
+
+    print(f"presafe: starting {served.job_id} ({served.model}, adapters: {', '.join(served.adapters) or 'none'}) "
+          "on Ray Serve LLM + vLLM; the engine takes a minute or two to start...", file=sys.stderr, flush=True)
+    start = time.perf_counter()
+    url = start_local({"config": to_dict(cfg), "tokens": [t.model_dump() for t in tokens]}, args.address,
+                      args.num_cpus)
+    print(f"presafe: serving in {time.perf_counter() - start:.0f} s\n  url:    {url}  (OpenAI-compatible: "
+          f"/chat/completions, /models)\n  models: {', '.join(served.names())}  ({served.job_id} = "
+          f"{served.job_id}:{served.default})")
+    if token:
+        print(f"  token:  {token}  (scope classify; shown once)\n"
+              f"export OPENAI_BASE_URL={shlex.quote(url)} OPENAI_API_KEY={shlex.quote(token)}")
+    print("Ctrl-C stops it.", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        from ray import serve
+
+        serve.shutdown()
+        print("presafe: stopped", file=sys.stderr)
     return 0
 
 

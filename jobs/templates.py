@@ -80,10 +80,16 @@ def detect_family(tokenizer) -> str:
 
 def prompt_texts(tokenizer, prompt: str, cfg: TemplateConfig) -> tuple[str, str, str]:
     """(family, CoT-ON text, CoT-OFF text) for one user prompt."""
+    return chat_texts(tokenizer, [{"role": "user", "content": prompt}], cfg)
+
+
+def chat_texts(tokenizer, messages: list[dict], cfg: TemplateConfig) -> tuple[str, str, str]:
+    """(family, CoT-ON text, CoT-OFF text) for a conversation (role/content dicts ending in
+    the user turn to answer); cfg.system_prompt goes first unless the messages bring one."""
     family = detect_family(tokenizer) if cfg.family == "auto" else cfg.family
-    messages = ([{"role": "system", "content": cfg.system_prompt}] if cfg.system_prompt else []) + [
-        {"role": "user", "content": prompt}
-    ]
+    if cfg.system_prompt and not any(m["role"] == "system" for m in messages):
+        messages = [{"role": "system", "content": cfg.system_prompt}, *messages]
+    prompt = "\n".join(m["content"] for m in messages if m["role"] != "system")
     if family == "qwen3":
         on = _apply(tokenizer, messages, enable_thinking=True)
         off = _apply(tokenizer, messages, enable_thinking=False)
@@ -101,7 +107,7 @@ def prompt_texts(tokenizer, prompt: str, cfg: TemplateConfig) -> tuple[str, str,
     if tokenizer.chat_template:
         base = _apply(tokenizer, messages)
     else:
-        system = f"{cfg.system_prompt}\n" if cfg.system_prompt else ""
+        system = "".join(f"{m['content']}\n" for m in messages if m["role"] == "system")
         base = system + cfg.plain_format.format(prompt=prompt)
     return family, base + cfg.cot_on_prefix, base + cfg.cot_off_prefix
 
