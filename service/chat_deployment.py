@@ -74,6 +74,8 @@ def llm_config(cfg: ServeModelConfig, served: ServedJob):
         deployment["ray_actor_options"] = {"num_cpus": 0}
         hardware = dict(accelerator_config={"kind": "cpu"}, placement_group_config={"bundles": [{"CPU": cfg.cpus}]})
     env = {"VLLM_CPU_KVCACHE_SPACE": f"{s.cpu_kv_cache_gb:g}"} if s.cpu_kv_cache_gb else {}
+    if s.cpu_threads_bind:
+        env["VLLM_CPU_OMP_THREADS_BIND"] = s.cpu_threads_bind
     return LLMConfig(model_loading_config={"model_id": served.job_id, "model_source": served.model},
                      engine_kwargs=engine, deployment_config=deployment, runtime_env={"env_vars": env}, **hardware)
 

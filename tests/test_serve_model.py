@@ -273,6 +273,10 @@ def test_engine_config_is_ray_serve_llm_with_the_adapters_as_lora(job):
     assert kw["enable_lora"] and kw["max_lora_rank"] == 8 and kw["max_loras"] == 2 and kw["max_model_len"] == 512
     assert [(m.name, m.path) for m in kw["lora_modules"]] == [("j1:aligned", str(job / "adapter")),
                                                               ("j1:lambda0", str(job / "adapter_lambda0"))]
+    assert llm.runtime_env["env_vars"] == {}
+    bound = from_dict(ServeModelConfig, {"job": str(job), "engine": {"cpu_threads_bind": "0-3", "cpu_kv_cache_gb": 2}})
+    assert llm_config(bound, served).runtime_env["env_vars"] == {"VLLM_CPU_OMP_THREADS_BIND": "0-3",
+                                                                 "VLLM_CPU_KVCACHE_SPACE": "2"}
     gpu = llm_config(from_dict(ServeModelConfig, {"job": str(job), "accelerator_type": "A10G"}), served)
     assert gpu.accelerator_config.kind == "gpu" and gpu.accelerator_type == "A10G"
     # the engine's stream and errors, as the ingress reads them
