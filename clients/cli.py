@@ -23,6 +23,7 @@ $PRESAFE_URL / $PRESAFE_TOKEN, else the service `presafe up` started):
     presafe jobs submit jobs/configs/quickstart.yaml [key=value ...] [--name N] [--idempotency-key K] [--wait]
     presafe jobs list [--status RUNNING] [--limit N] | status ID [--json] | logs ID [--tail N]
     presafe jobs cancel ID | resume ID [--wait] | report ID [--json]
+    presafe jobs serve ID [--variant V] [--gate off|classify|enforce] [--wait] | unserve ID   (chat app on the service)
     presafe classify "prompt" [--response "..."] [--model ID] [--json]
     presafe models list            (also lists the service's classifiers when one is configured)
     presafe models register DIR [--name NAME]   (a trained classifier, servable at once; models:write)

@@ -46,6 +46,8 @@ from service.schemas import (
     ModelRegister,
     Promotion,
     QueuePage,
+    ServeCreate,
+    ServedRecord,
 )
 
 __all__ = ["ApiError", "AuthError", "NotFound", "PresafeClient", "ServiceNotConfigured", "ServiceUnavailable"]
@@ -341,6 +343,25 @@ class PresafeClient:
                 raise TimeoutError(f"job {job_id} still {rec.status.value}{stage} after {timeout:g} s")
             delay = poll if timeout is None else max(0.0, min(poll, timeout - elapsed))
             time.sleep(delay)
+
+    # -- serving a job's models ---------------------------------------------------------
+
+    def serve(self, job_id: str, variant: str = "aligned", gate: str = "off", thinking: str = "on") -> ServedRecord:
+        """Deploy a SUCCEEDED job's models as an OpenAI-compatible chat app on the service
+        (DEPLOYING; READY once its engine is up): `self.url + record.url` is the OpenAI base
+        URL, and this client's token works there. ApiError 409 over the serving limits or for
+        an unfinished job, 422 for a variant the job did not train, NotFound when the service
+        does not serve models."""
+        body = _body(ServeCreate, {"variant": variant, "gate": gate, "thinking": thinking})
+        return self._parse(ServedRecord, self._request("POST", f"/jobs/{_q(job_id)}/serve", json=body))
+
+    def serving(self, job_id: str) -> ServedRecord:
+        """The job's chat app: DEPLOYING, READY or FAILED (NotFound when it is not served)."""
+        return self._parse(ServedRecord, self._request("GET", f"/jobs/{_q(job_id)}/serve"))
+
+    def unserve(self, job_id: str) -> ServedRecord:
+        """Undeploy the job's chat app (the record comes back DELETED)."""
+        return self._parse(ServedRecord, self._request("DELETE", f"/jobs/{_q(job_id)}/serve"))
 
     # -- models and classification -----------------------------------------------------
 

@@ -4,6 +4,7 @@
     presafe jobs submit CONFIG [key=value ...] [--name N] [--idempotency-key K] [--priority P] [--wait]
     presafe jobs list [--status S] [--limit N] | status ID [--json] | logs ID [--tail N] | queue
     presafe jobs cancel ID | resume ID [--wait] | report ID [--json] | promote ID   (admin)
+    presafe jobs serve ID [--variant V] [--gate off|classify|enforce] [--thinking on|off] [--wait] | unserve ID
     presafe classify "prompt" [--response TEXT] [--model ID] [--json]
     presafe models list          (embedded models, then the service's classifiers)
     presafe models register DIR [--name NAME]   (models:write; the folder under paths.model_roots)
@@ -92,7 +93,20 @@ def add_parsers(sub) -> None:
     promote = jobs.add_parser("promote", help="make a job's classifier the service's default, servable to "
                                               "everyone (admin token)")
     promote.add_argument("id", help="the job id (= its classifier's model id) or a registered model id")
-    for p in (submit, lst, status, logs, cancel, resume, report, queue, promote):
+    serve = jobs.add_parser("serve", help="deploy a SUCCEEDED job's models as an OpenAI-compatible chat app on the "
+                                          "service (again: redeploy with new options; the service's serving.* "
+                                          "settings allow it)")
+    serve.add_argument("id")
+    serve.add_argument("--variant", default="aligned", help="the model the bare name <job> answers with: aligned "
+                                                            "| lambda0 | base | any variant the job trained")
+    serve.add_argument("--gate", default="off", choices=["off", "classify", "enforce"],
+                       help="default safety_gate of a request (classify / enforce: the job's decision classifier)")
+    serve.add_argument("--thinking", default="on", choices=["on", "off"], help="default thinking of a request")
+    serve.add_argument("--wait", action="store_true", help="poll until READY (exit 1 if it FAILED)")
+    serve.add_argument("--poll", type=float, default=5.0, help=argparse.SUPPRESS)
+    unserve = jobs.add_parser("unserve", help="undeploy a job's chat app")
+    unserve.add_argument("id")
+    for p in (submit, lst, status, logs, cancel, resume, report, queue, promote, serve, unserve):
         add_service_options(p)
 
     tokens = sub.add_parser("tokens", help="API tokens of a service's tokens file (the service re-reads it: no "
@@ -190,7 +204,8 @@ def quickstart_command(args) -> int:
 
 def jobs_command(args) -> int:
     return {"submit": _submit, "list": _list, "status": _status, "logs": _logs, "cancel": _cancel,
-            "resume": _resume, "report": _report, "queue": _queue, "promote": _promote}[args.action](args)
+            "resume": _resume, "report": _report, "queue": _queue, "promote": _promote, "serve": _serve,
+            "unserve": _unserve}[args.action](args)
 
 
 def _submit(args) -> int:
@@ -366,6 +381,32 @@ def _promote(args) -> int:
         p = c.promote(args.id)
     print(f"{p.model} is the service's default classifier now (promoted by {p.promoted_by} at "
           f"{_when(p.promoted_at)})")
+    return 0
+
+
+def _serve(args) -> int:
+    import time
+
+    with _client(args) as c:
+        rec = c.serve(args.id, variant=args.variant, gate=args.gate, thinking=args.thinking)
+        print(f"job {rec.job_id}: {rec.status.value}, variant {rec.variant} (gate {rec.gate}, thinking "
+              f"{rec.thinking})\n  OpenAI base URL: {c.url}{rec.url}  (the same token)\n  models: "
+              f"{', '.join(rec.models)}")
+        while args.wait and rec.status.value == "DEPLOYING":
+            time.sleep(args.poll)
+            rec = c.serving(args.id)
+    if rec.status.value == "FAILED":
+        print(f"job {rec.job_id}: serving FAILED: {rec.error}", file=sys.stderr)
+        return 1
+    if args.wait:
+        print(f"job {rec.job_id}: {rec.status.value}")
+    return 0
+
+
+def _unserve(args) -> int:
+    with _client(args) as c:
+        rec = c.unserve(args.id)
+    print(f"job {rec.job_id}: its chat app is undeployed")
     return 0
 
 

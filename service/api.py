@@ -1,7 +1,8 @@
 """The REST API (`/v1`) as a FastAPI app built from plain objects: no Ray in here.
 
     app = create_api(settings, jobs=JobService(...), models=ModelRegistry(settings, store),
-                     classify=async_fn, ready=fn, auth=Authenticator(settings), metrics=ServiceMetrics())
+                     classify=async_fn, ready=fn, auth=Authenticator(settings), metrics=ServiceMetrics(),
+                     serving=ChatServing(settings, store, jobs, RayChatDeployer()))
 
 The Serve ingress deployment (`service.ingress`) builds it with the Ray job launcher
 and a handle to the classifier deployment; tests build it with fakes or in-process
@@ -9,7 +10,9 @@ objects. Every error is JSON `{"detail": ...}`: 401/403 name the token problem, 
 the missing thing, 409 the state that blocks the request, 413 the limit, 422 the field.
 
 Jobs and classifiers belong to the caller's principal: another principal's are 404, as
-if they did not exist; an `admin` token sees and acts on all of them.
+if they did not exist; an `admin` token sees and acts on all of them. /v1/jobs/{id}/serve
+deploys a finished job's chat app through `serving` (service.chat_serving; 404 when absent
+or disabled).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from service.classifiers import (
     NoClassifier,
     UnknownModel,
 )
+from service.chat_serving import ChatServing, ServingDisabled
 from service.job_service import JobConflict, JobService, LaunchError
 from service.metrics import ServiceMetrics
 from service.schemas import (
@@ -52,6 +56,8 @@ from service.schemas import (
     ModelRegister,
     Promotion,
     QueuePage,
+    ServeCreate,
+    ServedRecord,
 )
 from service.settings import ServiceSettings
 from service.store import JobNotFound, ModelTaken
@@ -61,13 +67,14 @@ log = logging.getLogger("presafe.service")
 ClassifyFn = Callable[[str, list[str], list[str | None]], Awaitable[list[Decision]]]
 ReadyFn = Callable[[], Awaitable[dict[str, str]]]
 PLOTS = ("metrics.png", "probes.png", "sweep.png", "temperature.png")
-_STATUS = {JobNotFound: 404, UnknownModel: 404, JobConflict: 409, NoClassifier: 409, ModelTaken: 409, LaunchError: 503,
+_STATUS = {JobNotFound: 404, UnknownModel: 404, ServingDisabled: 404, JobConflict: 409, NoClassifier: 409, ModelTaken: 409, LaunchError: 503,
            ClassifierUnavailable: 503}
 _ERRORS = {code: {"model": ErrorBody} for code in (401, 403, 404, 409, 413, 422, 503)}
 
 
 def create_api(settings: ServiceSettings, jobs: JobService, models: ModelRegistry, classify: ClassifyFn,
-               ready: ReadyFn, auth: Authenticator | None = None, metrics: ServiceMetrics | None = None) -> FastAPI:
+               ready: ReadyFn, auth: Authenticator | None = None, metrics: ServiceMetrics | None = None,
+               serving: ChatServing | None = None) -> FastAPI:
     app = FastAPI(title="presafe", version="0.1.0", responses=_ERRORS,
                   description="Safety decisions before chain-of-thought: alignment jobs and the decision classifier.")
     auth = auth or Authenticator(settings)
@@ -154,6 +161,28 @@ def create_api(settings: ServiceSettings, jobs: JobService, models: ModelRegistr
                 summary="Cancel a job: a queued one leaves the queue, a launched one is stopped in Ray")
     def cancel_job(job_id: str, caller: Principal = Depends(write)):
         return jobs.cancel(job_id, caller)
+
+    # -- serving a job's models -------------------------------------------------------------
+    def served() -> ChatServing:
+        if serving is None:
+            raise ServingDisabled("this service does not serve models (no deployer)")
+        return serving
+
+    @app.post("/v1/jobs/{job_id}/serve", response_model=ServedRecord, status_code=202, tags=["serving"],
+              summary="Deploy a SUCCEEDED job's models as an OpenAI-compatible chat app at /chat/{job_id}/v1 "
+                      "(its owner and admins only; serving.enabled, within serving.max_models*)")
+    def serve_job(job_id: str, body: ServeCreate, caller: Principal = Depends(write)):
+        return served().deploy(job_id, body, caller)
+
+    @app.get("/v1/jobs/{job_id}/serve", response_model=ServedRecord, tags=["serving"],
+             summary="The job's chat app: DEPLOYING, READY (its Serve app is RUNNING) or FAILED")
+    def serve_status(job_id: str, caller: Principal = Depends(read)):
+        return served().get(job_id, caller)
+
+    @app.delete("/v1/jobs/{job_id}/serve", response_model=ServedRecord, tags=["serving"],
+                summary="Undeploy the job's chat app (the record comes back DELETED)")
+    def unserve_job(job_id: str, caller: Principal = Depends(write)):
+        return served().undeploy(job_id, caller)
 
     # -- classifier -------------------------------------------------------------------------
     @app.get("/v1/models", response_model=ModelList, tags=["classifier"])

@@ -60,6 +60,8 @@ log = logging.getLogger("presafe.service")
 
 BASE = "base"
 GATES = ("off", "classify", "enforce")
+SERVICE_SET = ("job", "variant", "gate", "thinking", "owner", "tokens_file", "auth_disabled", "host", "port")
+"""ServeModelConfig fields the job service sets for each job it serves (service.chat_serving)."""
 
 
 # -- config ------------------------------------------------------------------------------------
@@ -114,6 +116,9 @@ class ServeModelConfig:
     """Bearer tokens (service.auth; scope `classify`), re-read when the file changes."""
     auth_disabled: bool = False
     """No token checks (local experiments only)."""
+    owner: str = ""
+    """Only this principal (and admin tokens) may use the app; empty: any token with scope
+    `classify`. The job service sets it to the job's owner when it deploys the app."""
 
     def validate(self) -> None:
         check(bool(self.job), "job", "name the job folder to serve")
@@ -139,7 +144,9 @@ class ServedJob:
     job_dir: str
 
     @classmethod
-    def load(cls, job_dir: str, default: str = "aligned") -> "ServedJob":
+    def load(cls, job_dir: str, default: str = "aligned", resolve: bool = True) -> "ServedJob":
+        """`resolve` False keeps the config's model name (an embedded one is not prepared):
+        enough for names and adapters, as the job service checks a request."""
         from jobs.models.embedded import resolve_model
         from jobs.stages.judge import load_job_config
         from jobs.variants import align_variants
@@ -152,7 +159,8 @@ class ServedJob:
         if default not in names:
             raise ConfigError(f"variant: {default!r} is not a trained variant of job {cfg.job_id} "
                               f"(servable: {', '.join(names)})", key="variant")
-        return cls(cfg.job_id, resolve_model(cfg.model), cfg.dtype, cfg.template, adapters, default, str(job))
+        model = resolve_model(cfg.model) if resolve else cfg.model
+        return cls(cfg.job_id, model, cfg.dtype, cfg.template, adapters, default, str(job))
 
     def names(self) -> list[str]:
         """Every public model name, the bare job id (the default variant) first."""
@@ -440,6 +448,12 @@ class ChatService:
     def _info(self, p: Prepared, gate: GateInfo | None) -> PresafeInfo:
         return PresafeInfo(job=self.served.job_id, variant=p.variant, thinking="on" if p.thinking else "off", gate=gate)
 
+    def authorize(self, who: Principal) -> None:
+        """Only the owner (and admins) may use an app with an owner; to anyone else it is not
+        there (404), as another principal's job is on the job service."""
+        if self.cfg.owner and not (who.admin or who.name == self.cfg.owner):
+            raise UnknownServedModel(f"no models of job {self.served.job_id!r} are served for this token")
+
     def model_tag(self, name) -> str:
         """A request's model as a metric tag: a served name, else "unknown" (tags stay few)."""
         return name if isinstance(name, str) and self.served.variant_of(name) is not None else "unknown"
@@ -531,10 +545,15 @@ class GateUnavailable(PresafeError):
 
 
 def create_chat_api(service: ChatService, auth: Authenticator) -> FastAPI:
-    """The OpenAI-compatible routes over a ChatService; bearer tokens need scope `classify`."""
+    """The OpenAI-compatible routes over a ChatService; bearer tokens need scope `classify`,
+    and, when the config names an owner, to be the owner's or an admin's."""
     app = FastAPI(title="presafe chat", version="0.1.0",
                   description=f"OpenAI-compatible chat with job {service.served.job_id}'s models.")
-    caller = auth.dependency("classify")
+
+    def caller(request: Request) -> Principal:
+        who = auth.principal(request.headers.get("authorization"), "classify")
+        service.authorize(who)
+        return who
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):

@@ -6,7 +6,8 @@ with Ray, so a restarted service catches up with drivers that ran on without it,
 starts the scheduler: a thread that runs `JobService.schedule()` every
 `queue.interval_s` seconds, or at once when a job is queued, so the queue (in the
 store) moves on after a restart too. Each pass also sets the job gauges of
-`service.metrics`; /v1/classify counts its decisions there.
+`service.metrics`; /v1/classify counts its decisions there. /v1/jobs/{id}/serve deploys a
+job's chat app as its own Serve application on this cluster (service.chat_serving).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ray.serve.handle import DeploymentHandle
 from jobs.errors import PresafeError
 from service.api import create_api
 from service.auth import Authenticator
+from service.chat_serving import ChatServing, RayChatDeployer
 from service.classifiers import ClassifierUnavailable, ModelRegistry
 from service.job_service import JobService
 from service.launcher import RayJobLauncher
@@ -50,6 +52,7 @@ class Ingress:
         self.jobs = JobService(self.settings, self.store, launcher, quota=self._quota, wake=self._wake.set,
                                metrics=self.metrics)
         self.classifier = classifier
+        self.serving = ChatServing(self.settings, self.store, self.jobs, RayChatDeployer(), self.metrics)
         try:
             log.info("presafe: re-synced %d unfinished job(s)", self.jobs.resync())
         except Exception:  # Ray's job API may still be starting: records catch up on read
@@ -103,4 +106,4 @@ class Ingress:
 
     def __serve_build_asgi_app__(self):
         return create_api(self.settings, self.jobs, ModelRegistry(self.settings, self.store), self._classify,
-                          self._ready, self.auth, self.metrics)
+                          self._ready, self.auth, self.metrics, self.serving)

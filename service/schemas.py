@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -164,6 +164,45 @@ class Promotion(BaseModel):
     model: str
     promoted_by: str
     promoted_at: datetime
+
+
+class ServeCreate(BaseModel):
+    """POST /v1/jobs/{id}/serve: which of the job's models the bare name `<job>` answers with,
+    and the defaults of a chat request's `safety_gate` and `thinking` (a request may override)."""
+
+    model_config = ConfigDict(extra="forbid")
+    variant: str = Field("aligned", pattern=r"^[A-Za-z0-9][A-Za-z0-9@._-]{0,99}$",
+                         description="aligned | lambda0 | base | any variant the job trained (aligned@s1, sweep_...)")
+    gate: Literal["off", "classify", "enforce"] = Field("off", description="classify / enforce need the job's "
+                                                         "decision classifier (or serving.chat.gate_classifier)")
+    thinking: Literal["on", "off"] = "on"
+
+
+class ServeStatus(str, Enum):
+    DEPLOYING = "DEPLOYING"
+    """Sent to Ray Serve; the engine is loading the base model and adapters."""
+    READY = "READY"
+    """The Serve application is RUNNING: the chat routes answer."""
+    FAILED = "FAILED"
+    """The deploy failed or the application went away; `error` says why (POST again to retry)."""
+    DELETED = "DELETED"
+    """Undeployed (the DELETE's answer; the record is gone after it)."""
+
+
+class ServedRecord(BaseModel):
+    job_id: str
+    owner: str | None = Field(None, description="the job's owner: with admins, the only principal the chat "
+                                                "routes answer")
+    variant: str
+    gate: str
+    thinking: str
+    status: ServeStatus
+    url: str = Field(description="the OpenAI base URL on this service: /chat/<job_id>/v1")
+    models: list[str] = Field(default_factory=list, description="model names GET <url>/models lists; the first, "
+                                                                "the job id, is `variant`")
+    error: str | None = None
+    created_at: datetime
+    updated_at: datetime
 
 
 class Health(BaseModel):

