@@ -223,7 +223,9 @@ class AlignTrainSettings:
     decision_tokens: int = 0
     """The first N target tokens after t* (where the model commits: `</think>` and the
     refusal's opening, or the first thinking tokens) weigh `decision_weight` in the LM
-    loss: a lever for decisions that hold under sampling. 0 = plain SFT weighting."""
+    loss: a lever for decisions that hold under sampling. 0 = plain SFT weighting.
+    Measured on the demo model (6 tokens x 4, 2 seeds, bench/efficacy.py): greedy CoT-on
+    ASR 33.6% -> 21.9%, ASR at T 1.0 not lower (39.8% -> 46.1%), over-refusal unchanged."""
     decision_weight: float = 1.0
 
     def validate(self) -> None:
