@@ -340,6 +340,7 @@ def served(ray_cluster, job):
     print(f"\n[serve-model] {_model_name()}: Ray Serve LLM engine + ingress up in {time.perf_counter() - start:.1f} s")
     yield f"http://127.0.0.1:{port}/serve-model/v1"
     serve.delete("presafe-chat-test")
+    serve.shutdown()  # the next module starts Serve on a port of its own
 
 
 @pytest.fixture(scope="module")

@@ -79,6 +79,10 @@ def service(ray_cluster, tmp_path_factory):
         "limits": {"classify_max_items": 8, "classify_max_chars": 500},
     }
     serve.start(http_options={"host": "127.0.0.1", "port": port})
+    from ray.serve.context import _get_global_client
+
+    # a Serve another module left running keeps its own port: ask, never assume
+    svc.url = f"http://127.0.0.1:{_get_global_client().http_config.port}"
     svc.deploy()
     yield svc
     serve.delete("presafe")
