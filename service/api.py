@@ -248,8 +248,8 @@ class BodyLimit:
     so a chunked body (no Content-Length) or a lying Content-Length cannot get past it. The
     body is read here (at most max_bytes are held) and replayed to the app."""
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, key: str = "limits.request_max_bytes"):
+        self.app, self.max_bytes, self.key = app, max_bytes, key
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -280,7 +280,7 @@ class BodyLimit:
         return await self.app(scope, replay, send)
 
     async def _refuse(self, scope, send, what: str) -> None:
-        await JSONResponse({"detail": f"{what} is over the limit of {self.max_bytes} bytes (limits.request_max_bytes)"},
+        await JSONResponse({"detail": f"{what} is over the limit of {self.max_bytes} bytes ({self.key})"},
                            status_code=413, headers={"Connection": "close"})(scope, None, send)
 
 

@@ -77,10 +77,13 @@ class ChatLimits:
     max_messages: int = 64
     max_chars: int = 32_000
     """All message contents of a request together, in characters."""
+    max_body_bytes: int = 1_048_576
+    """Largest request body, counted as it is read (413 over it): nothing bigger is parsed."""
 
     def validate(self) -> None:
         for key in ("max_tokens", "max_n", "max_messages", "max_chars"):
             check(getattr(self, key) >= 1, key, "must be >= 1")
+        check(self.max_body_bytes >= 1024, "max_body_bytes", "must be >= 1024")
 
 
 @dataclass
@@ -547,8 +550,11 @@ class GateUnavailable(PresafeError):
 def create_chat_api(service: ChatService, auth: Authenticator) -> FastAPI:
     """The OpenAI-compatible routes over a ChatService; bearer tokens need scope `classify`,
     and, when the config names an owner, to be the owner's or an admin's."""
+    from service.api import BodyLimit
+
     app = FastAPI(title="presafe chat", version="0.1.0",
                   description=f"OpenAI-compatible chat with job {service.served.job_id}'s models.")
+    app.add_middleware(BodyLimit, max_bytes=service.cfg.limits.max_body_bytes, key="limits.max_body_bytes")
 
     def caller(request: Request) -> Principal:
         who = auth.principal(request.headers.get("authorization"), "classify")

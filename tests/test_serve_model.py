@@ -22,6 +22,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from jobs.config import from_dict, to_dict
+from jobs.errors import ConfigError
 from jobs.pipeline_config import PipelineConfig
 from service.auth import Authenticator
 from service.chat import (
@@ -163,6 +164,17 @@ def test_the_stream_split_adds_up_to_the_whole_reply():
             got = [got[0] + r, got[1] + c]
         r, c = s.finish()
         assert (got[0] + r, got[1] + c) == split_reply(text, thinking=True)
+
+
+def test_a_body_over_the_limit_is_413_before_it_is_parsed(job, tokenizer):
+    engine = ScriptedEngine("x")
+    client, _, _ = _app(job, tokenizer, engine, limits={"max_body_bytes": 4096})
+    r = client.post("/v1/chat/completions", json=_ask(messages=[{"role": "user", "content": "a" * 5000}]))
+    assert r.status_code == 413 and "limit of 4096 bytes (limits.max_body_bytes)" in r.json()["detail"]
+    assert engine.calls == []
+    assert client.post("/v1/chat/completions", json=_ask()).status_code == 200  # under the limit: answered
+    with pytest.raises(ConfigError, match=r"limits\.max_body_bytes: must be >= 1024"):
+        from_dict(ServeModelConfig, {"job": str(job), "limits": {"max_body_bytes": 10}})
 
 
 def test_bad_requests_are_4xx_naming_the_field(job, tokenizer):
