@@ -120,14 +120,19 @@ def prompt_folds(settings: dict, sources: list[str], work: Path, limit: int | No
     for k, source in enumerate(sources):
         types = held_out_types(HARMFUL_SOURCES.index(source))
         cfg = prompt_fold_config(settings, source, types, work / f"without-{source}")
-        train_prompts = {e.prompt for e in load_splits(cfg.data, cfg.model.pair_input).train}
+        train_rows = load_splits(cfg.data, cfg.model.pair_input).train
+        train_prompts = {e.prompt for e in train_rows}
         start = time.perf_counter()
         out = train_classifier(cfg)
         train_s = time.perf_counter() - start
         clf = DecisionClassifier.load(out)
         harmful = [e.prompt for e in read_examples(from_dict(DataSource, source_of(settings, source)))]
-        safe = [e.prompt for e in xstest_prompts if e.meta["type"] in types]
+        safe_rows = [e for e in xstest_prompts if e.meta["type"] in types]
+        safe = [e.prompt for e in safe_rows]
         row = {"held_out_source": source, "held_out_xstest_types": types, "train_seconds": train_s,
+               "train_rows": len(train_rows),
+               "hard_negative_rows": sum(bool(e.meta.get("hard_negative")) for e in train_rows),
+               "mined_hard_negative_rows": sum(bool(e.meta.get("mined")) for e in train_rows),
                "temperature": {"pairs": clf.temperature, "prompt_only": clf.prompt_temperature},
                "prompt_threshold": clf.prompt_threshold}
         for name, prompts, harmful_set in (("harmful", harmful, True), ("xstest_safe", safe, False),
@@ -140,6 +145,14 @@ def prompt_folds(settings: dict, sources: list[str], work: Path, limit: int | No
                          "train_overlap": sum(p in train_prompts for p in prompts)}
             curve["p"] += probs
             curve["y"] += [int(harmful_set)] * len(prompts)
+            if name == "xstest_safe":  # per type, and what was refused: where the line is missed
+                row["xstest_safe_by_type"] = {t: {
+                    "model": rate(sum(not r for r, e in zip(refused, safe_rows) if e.meta["type"] == t),
+                                  sum(e.meta["type"] == t for e in safe_rows)),
+                    "keyword": rate(sum(not keyword_refuses(e.prompt) for e in safe_rows if e.meta["type"] == t),
+                                    sum(e.meta["type"] == t for e in safe_rows))} for t in types}
+                row["xstest_safe_refused"] = [{"prompt": e.prompt, "type": e.meta["type"], "p_refuse": round(p, 4)}
+                                              for p, r, e in zip(probs, refused, safe_rows) if r]
         folds.append(row)
         print(f"[guard] fold {k + 1}/{len(sources)} without {source}: recall {_fmt(row['harmful']['model'])}, "
               f"xstest safe pass {_fmt(row['xstest_safe']['model'])}, alpaca pass {_fmt(row['alpaca']['model'])}",
@@ -223,6 +236,10 @@ def main() -> int:
     for f in folds:
         h = f["harmful"]
         print(f"{f['held_out_source']:20} {_fmt(h['model']):32} {_fmt(h['keyword']):32} {h['train_overlap']:>7}")
+    print(f"\n{'xstest safe type':22} {'model pass':32} {'keyword pass':32}")
+    for f in folds:
+        for t, r in f.get("xstest_safe_by_type", {}).items():
+            print(f"{t:22} {_fmt(r['model']):32} {_fmt(r['keyword']):32}")
     print(f"\n{'benign pass':20} {'model':32} {'keyword':32}")
     for name in ("xstest_safe", "alpaca"):
         m, b = pooled([f[name]["model"] for f in folds]), pooled([f[name]["keyword"] for f in folds])

@@ -215,13 +215,18 @@ def _norm(text: str) -> str:
 
 
 def test_borderline_heldout_never_reaches_training_and_is_not_copied_from_xstest(shared_data):
-    from jobs.data.borderline import FRAMES, SUBJECTS
+    from jobs.data.borderline import FRAMES, MORE_FRAMES, MORE_TRAIN_SUBJECTS, SUBJECTS
 
     train = read_prompts(src(path="builtin:borderline-train", format="builtin"))
     held = read_prompts(src(path="builtin:borderline-heldout", format="builtin"))
-    assert 60 <= len(train) + len(held) <= 120 and len(held) >= 30
+    assert len(train) >= 150 and len(held) >= 30
     assert all(p.harmful is False for p in train + held)
-    assert {p.category for p in train} == {p.category for p in held} == set(SUBJECTS)
+    assert {p.category for p in held} == set(SUBJECTS) and {p.category for p in train} == set(SUBJECTS) | set(MORE_FRAMES)
+    # subjects written later come after the first ones: a set cut to its first N is what it was
+    first = sum(len(subjects[0]) * len(FRAMES[kind][0]) for kind, subjects in SUBJECTS.items())
+    assert {p.prompt for p in train[:first]} == {f.format(s=s) for kind, subjects in SUBJECTS.items()
+                                                 for s in subjects[0] for f in FRAMES[kind][0]}
+    assert all(any(s in p.prompt for s in MORE_TRAIN_SUBJECTS[p.category]) for p in train[first:])
     # the same prompts every time
     assert [p.prompt for p in train] == [p.prompt for p in read_prompts(src(path="builtin:borderline-train", format="builtin"))]
     train_text = " ".join(_norm(p.prompt) for p in train)
@@ -230,7 +235,7 @@ def test_borderline_heldout_never_reaches_training_and_is_not_copied_from_xstest
     for kind, (_, held_subjects) in SUBJECTS.items():
         assert not [s for s in held_subjects if _norm(s) in train_text]
     held_frames = {f for _, (_, fs) in FRAMES.items() for f in fs}
-    train_frames = {f for _, (fs, _) in FRAMES.items() for f in fs}
+    train_frames = {f for _, (fs, _) in FRAMES.items() for f in fs} | {f for fs in MORE_FRAMES.values() for f in fs}
     assert not held_frames & train_frames
     # and no prompt is XSTest's (the evaluation set for over-refusal)
     xstest = read_prompts(src(path=str(shared_data / "classifier/xstest_completions_train.csv"), format="xstest"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from jobs.classifier.hard_negatives import MinedHardNegativesConfig
 from jobs.config import check
 from jobs.data.readers import DataSource
 from jobs.scale import ScaleConfig
@@ -92,6 +93,10 @@ class ClassifierDataConfig:
     as prompt sets (`categories` filters XSTest types) and added, every row, to the
     training split only, labelled by their harmful flag (comply). A prompt that is also a
     validation or test prompt is left out."""
+    mined_hard_negatives: MinedHardNegativesConfig | None = None
+    """Hard negatives mined from `sources` (jobs/classifier/hard_negatives.py): benign
+    prompt-only rows, drawn or not by `balance`, that use the words marking the training
+    split's harmful prompts; added to the training split only (None: none mined)."""
     exclude: dict[str, list[str]] = field(default_factory=dict)
     """Leave out every row (sources and hard negatives) whose `source`, or meta value
     (e.g. XSTest's `type`), is listed: `{source: [advbench], type: [homonyms]}` trains a

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from jobs.classifier.config import BalanceConfig, ClassifierDataConfig, ClassifierJobConfig
+from jobs.classifier.hard_negatives import mine_hard_negatives
 from jobs.classifier.metrics import choose_threshold, grouped_metrics
 from jobs.artifacts import publish_dir
 from jobs.classifier.model import (META, DecisionClassifier, encode, load_backbone, pad_batch, save_classifier, score,
@@ -40,6 +41,8 @@ from jobs.data.splits import _rank, split_by_seed, split_by_value
 from jobs.errors import DataError, PresafeError
 from jobs.optim import warmup_linear_decay
 from jobs.scale import ensure_process_group
+
+log = logging.getLogger("presafe.classifier")
 
 
 @dataclass
@@ -60,6 +63,7 @@ def load_splits(cfg: ClassifierDataConfig, pair_input: str = "response") -> Clas
     rows = excluded([ex for src in cfg.sources for ex in read_examples(src)], cfg.exclude)
     val = [ex for src in cfg.validation for ex in read_examples(src)]
     test = [ex for src in cfg.test for ex in read_examples(src)]
+    pool = rows  # every prompt-only row, before balancing: where hard negatives are mined
     if cfg.balance is not None:
         rows = balance_prompt_only(rows, cfg.balance, cfg.seed)
     if not cfg.prompt_only:
@@ -85,9 +89,14 @@ def load_splits(cfg: ClassifierDataConfig, pair_input: str = "response") -> Clas
     if cfg.builtin_phrasings and not any(s.format == "builtin" and s.path == "builtin:decisions" for s in cfg.sources):
         builtin = read_examples(DataSource(path="builtin:decisions", format="builtin"))
         extra += [e for e in builtin if e.is_pair]  # pairs only: prompt-only rows come from the user's data
+    held_prompts = {e.prompt for e in (val or v) + (test or t) if not e.is_pair}
     if cfg.hard_negatives and cfg.prompt_only:
-        held_prompts = {e.prompt for e in (val or v) + (test or t) if not e.is_pair}
         extra += [e for e in hard_negative_rows(cfg.hard_negatives, cfg.exclude) if e.prompt not in held_prompts]
+    if cfg.mined_hard_negatives is not None and cfg.prompt_only:
+        mined, markers = mine_hard_negatives(pool, train + extra, held_prompts, cfg.mined_hard_negatives, cfg.seed)
+        log.info("mined %d hard negatives with %d marker words (%s, ...)", len(mined), len(markers),
+                 ", ".join(markers[:12]))
+        extra += mined
     data = ClassifierData(train + extra, val or v, test or t)
     if not data.validation:
         raise DataError("no validation rows: raise data.val_fraction or give data.validation sources")
@@ -382,7 +391,9 @@ def train_loop_per_worker(args: dict) -> dict | None:
                     "metrics": {"validation": metrics},
                     "history": history,
                     "data": {"fingerprint": fingerprint(data.train), "train_rows": len(data.train),
-                             "validation_rows": len(data.validation), "test_rows": len(data.test)},
+                             "validation_rows": len(data.validation), "test_rows": len(data.test),
+                             "hard_negative_rows": sum(bool(e.meta.get("hard_negative")) for e in data.train),
+                             "mined_hard_negative_rows": sum(bool(e.meta.get("mined")) for e in data.train)},
                     "config": to_dict(cfg),
                 }
                 path = Path(tempfile.mkdtemp(prefix=f"epoch{epoch}.", dir=scratch))
