@@ -60,7 +60,8 @@ log = logging.getLogger("presafe.service")
 
 BASE = "base"
 GATES = ("off", "classify", "enforce")
-SERVICE_SET = ("job", "variant", "gate", "thinking", "owner", "tokens_file", "auth_disabled", "host", "port")
+SERVICE_SET = ("job", "variant", "gate", "thinking", "owner", "admins_only", "tokens_file", "auth_disabled", "host",
+               "port")
 """ServeModelConfig fields the job service sets for each job it serves (service.chat_serving)."""
 
 
@@ -122,6 +123,9 @@ class ServeModelConfig:
     owner: str = ""
     """Only this principal (and admin tokens) may use the app; empty: any token with scope
     `classify`. The job service sets it to the job's owner when it deploys the app."""
+    admins_only: bool = False
+    """Only admin tokens may use the app. The job service sets it for a job without an owner
+    (submitted while auth was disabled): nobody's job is not everybody's."""
 
     def validate(self) -> None:
         check(bool(self.job), "job", "name the job folder to serve")
@@ -452,9 +456,10 @@ class ChatService:
         return PresafeInfo(job=self.served.job_id, variant=p.variant, thinking="on" if p.thinking else "off", gate=gate)
 
     def authorize(self, who: Principal) -> None:
-        """Only the owner (and admins) may use an app with an owner; to anyone else it is not
-        there (404), as another principal's job is on the job service."""
-        if self.cfg.owner and not (who.admin or who.name == self.cfg.owner):
+        """Only the owner (and admins) may use an app with an owner, only admins one that is
+        `admins_only`; to anyone else it is not there (404), as another principal's job is
+        on the job service."""
+        if (self.cfg.admins_only or self.cfg.owner) and not (who.admin or who.name == self.cfg.owner):
             raise UnknownServedModel(f"no models of job {self.served.job_id!r} are served for this token")
 
     def model_tag(self, name) -> str:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from jobs.errors import ConfigError, PresafeError
-from service.auth import Principal
+from service.auth import ANONYMOUS, Principal
 from service.job_service import JobConflict, JobService, LaunchError
 from service.metrics import ServiceMetrics
 from service.schemas import JobRecord, JobStatus, ServeCreate, ServedRecord, ServeStatus
@@ -139,10 +139,15 @@ class ChatServing:
 
     def app_args(self, job: JobRecord, req: ServeCreate) -> dict:
         """service.chat_deployment.ChatAppArgs of the job's app: the operator's serving.chat,
-        the request, the job's owner as the app's only non-admin user, the service's tokens."""
+        the request, the job's owner as the app's only non-admin user (admins only for a job
+        without an owner), the service's tokens."""
         s = self.settings
+        # A job submitted while auth was disabled belongs to "anonymous", which is also who an
+        # unauthenticated caller is where classify is open: such a job's app is for admins only.
+        nobodys = job.owner in (None, "", ANONYMOUS)
         config = {**s.serving.chat, "job": job.job_dir, "variant": req.variant, "gate": req.gate,
-                  "thinking": req.thinking, "owner": job.owner or "", "tokens_file": s.tokens_file or "",
+                  "thinking": req.thinking, "owner": "" if nobodys else job.owner, "admins_only": nobodys,
+                  "tokens_file": s.tokens_file or "",
                   "auth_disabled": s.auth_disabled}
         return {"config": config, "tokens": [t.model_dump(mode="json") for t in s.tokens]}
 

@@ -57,6 +57,16 @@ class TokenSpec(BaseModel):
                                          "(default: queue.max_running_per_owner)")
     max_priority: int = Field(0, ge=0, le=100, description="highest priority its jobs may ask for (0 = only 0)")
 
+    @field_validator("name")
+    @classmethod
+    def _not_anonymous(cls, name: str) -> str:
+        # the principal of every request while auth is disabled (and of unauthenticated
+        # classify calls where classify is open): a token by that name would own their jobs
+        if name == "anonymous":
+            raise ValueError("'anonymous' is reserved (jobs submitted while auth was disabled belong to it); "
+                             "name the token otherwise")
+        return name
+
 
 class Limits(BaseModel):
     model_config = ConfigDict(extra="forbid")

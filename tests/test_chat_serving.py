@@ -152,6 +152,24 @@ def test_other_principals_get_404_and_admins_act_on_any_job(tmp_path):
     assert svc.as_("root").delete(f"/v1/jobs/{job_id}/serve").json()["status"] == "DELETED"
 
 
+def test_a_job_submitted_while_auth_was_disabled_is_served_to_admins_only(tmp_path):
+    from service.auth import ANONYMOUS
+
+    svc = Service(tmp_path)
+    job_id = svc.job(ANONYMOUS)  # auth disabled at submit: every request was "anonymous"
+    assert svc.as_("alice").post(f"/v1/jobs/{job_id}/serve", json={}).status_code == 404
+    r = svc.as_("root").post(f"/v1/jobs/{job_id}/serve", json={})
+    assert r.status_code == 202, r.text
+    config = svc.deployer.calls[0][2]["config"]
+    assert (config["owner"], config["admins_only"]) == ("", True)
+    alice = svc.job("alice")
+    svc.as_("alice").post(f"/v1/jobs/{alice}/serve", json={})
+    assert svc.deployer.calls[1][2]["config"]["admins_only"] is False
+    # and no token can be named after that principal, to own such jobs
+    with pytest.raises(ValueError, match="'anonymous' is reserved"):
+        ServiceSettings.model_validate({"tokens": [{"name": ANONYMOUS, "sha256": "0" * 64}]})
+
+
 def test_an_unfinished_job_is_409_naming_its_state(tmp_path):
     svc = Service(tmp_path)
     job_id = svc.job(finished=False)
@@ -292,6 +310,12 @@ def test_the_chat_app_answers_only_the_jobs_owner_and_admins(tmp_path, tiny_lm_f
         assert r.status_code == 404 and r.json()["detail"] == f"no models of job {job_id!r} are served for this token"
     assert len(engine.calls) == 2  # bob's request never reached the engine
     assert TestClient(app).get("/v1/models").status_code == 401
+    # admins only (a job without an owner, deployed by the service): bob is turned away, root is not
+    admins = create_chat_api(ChatService(from_dict(ServeModelConfig, {"job": str(folder), "admins_only": True}),
+                                         chat.served, chat.tokenizer, engine), Authenticator(svc.settings))
+    for name, status in (("bob", 404), ("alice", 404), ("root", 200)):
+        r = TestClient(admins).get("/v1/models", headers={"Authorization": f"Bearer {TOKENS[name]}"})
+        assert r.status_code == status, (name, r.text)
     # without an owner (presafe serve-model), any token with scope classify
     open_app = create_chat_api(ChatService(from_dict(ServeModelConfig, {"job": str(folder)}), chat.served,
                                            chat.tokenizer, engine), Authenticator(svc.settings))
