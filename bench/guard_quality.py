@@ -151,8 +151,12 @@ def prompt_folds(settings: dict, sources: list[str], work: Path, limit: int | No
                                   sum(e.meta["type"] == t for e in safe_rows)),
                     "keyword": rate(sum(not keyword_refuses(e.prompt) for e in safe_rows if e.meta["type"] == t),
                                     sum(e.meta["type"] == t for e in safe_rows))} for t in types}
-                row["xstest_safe_refused"] = [{"prompt": e.prompt, "type": e.meta["type"], "p_refuse": round(p, 4)}
-                                              for p, r, e in zip(probs, refused, safe_rows) if r]
+                # XSTest ids, not its text: result files are committed, the data never is
+                row["xstest_safe_refused"] = [{"id": e.meta.get("id", e.group), "type": e.meta["type"],
+                                               "p_refuse": round(p, 4)} for p, r, e in zip(probs, refused, safe_rows) if r]
+                for p, r, e in zip(probs, refused, safe_rows):
+                    if r:
+                        print(f"[guard] refused safe {e.meta['type']}: p {p:.3f} {e.prompt[:100]}", flush=True)
         folds.append(row)
         print(f"[guard] fold {k + 1}/{len(sources)} without {source}: recall {_fmt(row['harmful']['model'])}, "
               f"xstest safe pass {_fmt(row['xstest_safe']['model'])}, alpaca pass {_fmt(row['alpaca']['model'])}",
