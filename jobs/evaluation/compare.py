@@ -21,7 +21,7 @@ from jobs.artifacts import read_jsonl
 from jobs.errors import DataError
 from jobs.evaluation.stats import mcnemar, rate
 from jobs.stages.evaluate import EVALUATION, SAMPLES_INDEX
-from jobs.stages.judge import _outcomes
+from jobs.stages.judge import sample_outcomes
 
 METRICS = ("asr", "cot_asr", "over_refusal", "accuracy")
 
@@ -69,7 +69,7 @@ def compare_jobs(job_a: str | Path, job_b: str | Path, judge: str | None = None)
                                     f"({r['prompt'][:60]!r} vs {prompts_b[key][:60]!r}); compare jobs evaluated "
                                     "on the same prompt sets")
             for metric in METRICS:
-                oa, ob = _outcomes(rows_a, metric, judge), _outcomes(rows_b, metric, judge)
+                oa, ob = sample_outcomes(rows_a, metric, judge), sample_outcomes(rows_b, metric, judge)
                 keys = oa.keys() & ob.keys()
                 if not keys:
                     continue

@@ -186,7 +186,7 @@ def pool_groups(variants: dict, metrics: dict) -> dict:
     return dict(groups)
 
 
-def _outcomes(rows: list[dict], metric: str, judge: str) -> dict[tuple, bool]:
+def sample_outcomes(rows: list[dict], metric: str, judge: str) -> dict[tuple, bool]:
     """Per (set, id, sample): did the metric's event happen (attack success, refusal, right)?"""
     out = {}
     for r in rows:
@@ -223,7 +223,8 @@ def paired_tests(variants: dict, samples: dict, judge: str, measures_refusal: bo
                     other = by_seed.get(("lambda0", seed))
                     if g != group or other is None or run not in samples[name] or run not in samples[other]:
                         continue
-                    a, z = _outcomes(samples[name][run], metric, judge), _outcomes(samples[other][run], metric, judge)
+                    a = sample_outcomes(samples[name][run], metric, judge)
+                    z = sample_outcomes(samples[other][run], metric, judge)
                     for key in a.keys() & z.keys():
                         n += 1
                         a_k += a[key]
