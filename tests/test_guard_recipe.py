@@ -25,6 +25,7 @@ from jobs.classifier.train import balance_prompt_only, calibrate_saved, load_spl
 from jobs.config import from_dict, load_config, to_dict
 from jobs.data.borderline import borderline_prompts
 from jobs.data.records import COMPLY, REFUSE, Example
+from jobs.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -183,7 +184,7 @@ def test_mined_hard_negatives_use_marker_words_and_never_a_held_out_prompt(tmp_p
     drawn = sum("bomb" in e.prompt for e in plain.train if e.label == COMPLY)
     assert sum("bomb" in e.prompt for e in d.train if e.label == COMPLY) >= drawn + 25
     assert load_splits(cfg).train == d.train  # deterministic
-    with pytest.raises(Exception, match="max_rows"):
+    with pytest.raises(ConfigError, match=r"data\.mined_hard_negatives\.max_rows: must be >= 1, got 0"):
         from_dict(ClassifierJobConfig, {"data": {**data, "mined_hard_negatives": {"max_rows": 0}}})
 
 

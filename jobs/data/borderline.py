@@ -130,7 +130,7 @@ def borderline_prompts(name: str) -> list[PromptRecord]:
     random.Random(name).shuffle(prompts)
     if part == 0:
         more = [(kind, frame.format(s=s)) for kind, subjects in MORE_TRAIN_SUBJECTS.items()
-                for s in subjects for frame in MORE_FRAMES.get(kind, FRAMES.get(kind, ([],))[0])]
+                for s in subjects for frame in MORE_FRAMES.get(kind) or FRAMES[kind][0]]
         random.Random(f"{name}+").shuffle(more)
         prompts += more
     return [PromptRecord(p, False, name, category=kind, id=f"{name}-{i}") for i, (kind, p) in enumerate(prompts)]
