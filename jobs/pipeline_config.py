@@ -96,6 +96,29 @@ class SignalsConfig:
 
 
 @dataclass
+class RecoverySettings:
+    """Safety-recovery rows (Qi et al., "Safety Alignment Should Be Made More Than Just a Few
+    Tokens Deep", ICLR 2025), a lever for refusals that hold under sampling. A refusal target
+    teaches the first tokens after t*; once sampling picks a compliant first token, nothing
+    taught the model to turn back. With `enabled`, every harmful-labelled prompt with a
+    refusal target gets one more row: its think block starts with the first k tokens of the
+    LRM's own sampled CoT-ON answer (k uniform in 1..`generation.max_new_tokens`, seeded per
+    prompt id), which carry NO LM loss (the model never learns to write them), then `text`,
+    the think block closed and the same refusal. Same prompt, same t*, same signal."""
+
+    enabled: bool = False
+    text: str = "Wait. This request could seriously hurt people or break the law. I must not help with it."
+    """The turn back, written after the compliant start (trained)."""
+    generation: GenerationConfig = field(default_factory=lambda: GenerationConfig(
+        max_new_tokens=24, temperature=1.0, top_p=0.95, seed=0))
+    """Decoding of the compliant starts: sampled, as the failures under sampling are;
+    max_new_tokens is the longest start."""
+
+    def validate(self) -> None:
+        check(not self.enabled or bool(self.text.strip()), "text", "recovery needs the turn-back text")
+
+
+@dataclass
 class TargetsConfig:
     """Stage 3: what the LRM is trained to say, rendered in CoT-ON format."""
 
@@ -137,6 +160,8 @@ class TargetsConfig:
     check_self_answers: bool = True
     """Drop self-distilled answers to problems with a reference answer (GSM8K, MATH-500,
     arithmetic) when their final answer is wrong: self-distillation keeps reasoning, not errors."""
+    recovery: RecoverySettings = field(default_factory=RecoverySettings)
+    """Extra refusal rows that turn back after a compliant start (off by default)."""
 
     def validate(self) -> None:
         check(self.tau is None or 0 < self.tau < 1, "tau", "must be in (0, 1)")
@@ -179,6 +204,11 @@ class AuxSettings:
     the head. Empty = the layer at 3/4 depth."""
     pooling: str = "t_star"
     """t_star (the last token before CoT) | prompt_mean (mean over prompt tokens 0..t*)."""
+    positions: int = 1
+    """pooling t_star: the head reads t* and the positions-1 tokens before it (the end of the
+    user turn and the assistant header), each position's loss averaged: the decision is
+    asked of every token leading up to the CoT, not of t* alone (a lever for refusals that
+    hold under sampling). 1 = t* only."""
     target: str = "soft"
     """soft (p_refuse) | hard (0/1 at tau)."""
     detach: bool = False
@@ -197,6 +227,9 @@ class AuxSettings:
         check(self.head in ("normalized", "raw"), "head", "must be normalized or raw")
         check(self.target in ("soft", "hard"), "target", "must be soft or hard")
         check(self.pooling in ("t_star", "prompt_mean"), "pooling", "must be t_star or prompt_mean")
+        check(1 <= self.positions <= 64, "positions", f"must be in 1..64, got {self.positions}")
+        check(self.positions == 1 or self.pooling == "t_star", "positions",
+              "positions > 1 reads single tokens before t*: it needs pooling t_star")
         check(all(layer != 0 for layer in self.layers), "layers", "layer 0 is the embeddings; use 1..L or -1..-L")
 
 

@@ -266,6 +266,31 @@ def test_pre_cot_pooling():
     assert torch.equal(gather_pre_cot(hs, [1, 2], t_star), 1.5 * torch.stack([h[0, 1], h[1, 3]]))
     pooled = gather_pre_cot(hs, [1], t_star, "prompt_mean")
     assert torch.allclose(pooled, torch.stack([h[0, :2].mean(0), h[1, :4].mean(0)]))
+    # aux.positions: t* and the tokens before it, oldest first; none before the sequence start
+    from jobs.align.losses import pre_cot_positions
+    span = pre_cot_positions(hs, [1, 2], t_star, 3)  # [B, 3, H]
+    assert torch.equal(span, 1.5 * torch.stack([h[0, [0, 0, 1]], h[1, [1, 2, 3]]]))
+
+
+def test_aux_on_several_pre_cot_positions_averages_their_losses(tiny_lm):
+    import torch.nn.functional as F
+
+    batch = _batch(tiny_lm)
+    one, three = _model(tiny_lm, weight=0.5), _model(tiny_lm, weight=0.5)
+    three.positions = 3
+    with torch.no_grad():
+        one.head.weight.normal_()
+        three.head.load_state_dict(one.head.state_dict())
+    a, b = one(**batch), three(**batch)
+    assert torch.equal(a["head_logits"], b["head_logits"])  # logged at t*, as before
+    with torch.no_grad():
+        hs = three.lm.get_base_model().get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                                     output_hidden_states=True).hidden_states
+        t = batch["t_star"]
+        per_position = [three.head_logits(hs[2][torch.arange(len(t)), t - j]) for j in (2, 1, 0)]
+        expected = sum(F.binary_cross_entropy_with_logits(x, batch["signal"]) for x in per_position) / 3
+    assert b["aux_loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert b["aux_loss"].item() != pytest.approx(a["aux_loss"].item(), rel=1e-3)  # the other positions count
 
 
 _ENGINE_START = """

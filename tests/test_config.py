@@ -133,3 +133,16 @@ def test_align_output_name_must_be_a_plain_name(name):
         from_dict(PipelineConfig, {"prompts": prompts, "align": {"output_name": name}})
     ok = from_dict(PipelineConfig, {"prompts": prompts, "align": {"output_name": "adapter_v2.1"}})
     assert ok.align.output_name == "adapter_v2.1"
+
+
+@pytest.mark.parametrize("aux, message", [
+    ({"positions": 0}, "align.aux.positions: must be in 1..64, got 0"),
+    ({"positions": 4, "pooling": "prompt_mean"}, "align.aux.positions: positions > 1 .* needs pooling t_star"),
+])
+def test_aux_positions_are_bounded_and_need_t_star_pooling(aux, message):
+    from jobs.pipeline_config import PipelineConfig
+
+    prompts = {"harmful": [{"path": "builtin:demo-harmful-train", "format": "builtin"}]}
+    with pytest.raises(ConfigError, match=message):
+        from_dict(PipelineConfig, {"prompts": prompts, "align": {"aux": aux}})
+    assert from_dict(PipelineConfig, {"prompts": prompts, "align": {"aux": {"positions": 4}}}).align.aux.positions == 4

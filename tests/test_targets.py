@@ -1,7 +1,8 @@
 """The targets stage's policies on hand-written signals rows, with canned generations (no
 model generates anything): harmful misses become refusals, over-refusals become comply
 targets, over-long targets are dropped, reference rationales are in the model's format,
-generated safety rationales are kept only under a refusing answer."""
+generated safety rationales are kept only under a refusing answer, recovery rows turn back
+after a compliant start that is never learned."""
 
 import json
 from pathlib import Path
@@ -15,6 +16,8 @@ from jobs.config import from_dict, load_config
 from jobs.errors import ConfigError, DataError
 from jobs.evaluation.answers import gsm8k_correct, math_correct
 from jobs.pipeline_config import PipelineConfig
+from jobs.align.losses import IGNORE
+from jobs.stages.recovery import prefix_length
 from jobs.stages.refusals import WORDINGS, pick_refusal
 from jobs.stages.targets import reference_rationale, run_targets
 from jobs.templates import TemplateConfig
@@ -29,9 +32,11 @@ class CannedEngine:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.reply = reply
         self.prompts: list[str] = []
+        self.configs: list = []
 
     def generate(self, texts, cfg):
         self.prompts += texts
+        self.configs += [cfg] * len(texts)
         return [self.reply(t) for t in texts]
 
 
@@ -171,3 +176,57 @@ def test_refusal_thinking_as_free_text_is_a_clear_config_error(tmp_path):
         load_config(PipelineConfig, None, ["prompts.harmful=[{path: x, format: advbench}]", "targets.refusal_thinking=fixed"])
     with pytest.raises(ConfigError, match=r"targets.harmful_comply"):
         load_config(PipelineConfig, None, ["prompts.harmful=[{path: x, format: advbench}]", "targets.harmful_comply=keep"])
+
+
+TURN_BACK = "Wait. I must not help with this."
+
+
+def test_recovery_rows_turn_back_after_a_compliant_start_that_carries_no_loss(tiny_lm, tmp_path):
+    engine = CannedEngine(tiny_lm, self_answer)  # every CoT-ON answer complies: "I will explain the steps."
+    cfg = job(tmp_path, tiny_lm, MIXED, recovery={"enabled": True, "text": TURN_BACK})
+    targets, summary = run(cfg, engine)
+    # one recovery row per harmful-labelled refusal target, none for benign prompts
+    assert {i for i in targets if i.endswith("#recovery")} == {"miss#recovery", "kept#recovery"}
+    assert summary["recovery"] == 2 and summary["recovery_no_start"] == 0
+    sampled = [c for p, c in zip(engine.prompts, engine.configs) if c.max_new_tokens == 24]
+    assert len(sampled) == 2 and all(c.temperature == 1.0 for c in sampled)  # the starts are sampled
+    for key in ("miss", "kept"):
+        plain, rec = targets[key], targets[f"{key}#recovery"]
+        answer = plain["completion"].split("</think>\n\n", 1)[1]
+        assert rec["origin"] == "recovery" and rec["signal"] == plain["signal"] and rec["decision"] == "refuse"
+        assert rec["completion"] == f"\n{TURN_BACK}\n</think>\n\n{answer}"
+        # the start is the model's own compliant answer, cut inside its think block
+        assert rec["prefix"] and "I will explain the steps.".startswith(rec["prefix"].strip())
+        assert "</think>" not in rec["prefix"]
+
+    tok = engine.tokenizer
+    rec = targets["miss#recovery"]
+    ex = build_example(tok, AlignRow(rec["prompt"], rec["completion"], rec["signal"], rec["decision"],
+                                     prefix=rec["prefix"]), cfg.template, 1024, hard=False)
+    first = next(i for i, lab in enumerate(ex.labels) if lab != IGNORE)
+    # the compliant start is in the input, but no label: the model never learns to write it
+    assert tok.decode(ex.input_ids[:first]).endswith(rec["prefix"])
+    assert tok.decode(ex.labels[first:-1]) == rec["completion"] and ex.labels[-1] == tok.eos_token_id
+    assert ex.t_star < first - len(tok(rec["prefix"], add_special_tokens=False)["input_ids"])
+
+
+def test_recovery_without_a_compliant_start_is_counted_not_written(tiny_lm, tmp_path):
+    engine = CannedEngine(tiny_lm, lambda t: "</think>\n\nSure, here you go.")  # closes the think block at once
+    targets, summary = run(job(tmp_path, tiny_lm, MIXED, recovery={"enabled": True}), engine)
+    assert not any(i.endswith("#recovery") for i in targets)
+    assert summary["recovery"] == 0 and summary["recovery_no_start"] == 2
+
+
+def test_recovery_start_length_is_seeded_per_prompt_and_bounded():
+    ks = [prefix_length(f"p{i}", 0, available=10, longest=24) for i in range(200)]
+    assert all(1 <= k <= 10 for k in ks) and len(set(ks)) == 10  # uniform over 1..10, every length drawn
+    assert ks == [prefix_length(f"p{i}", 0, available=10, longest=24) for i in range(200)]
+    assert all(1 <= prefix_length(f"p{i}", 0, available=50, longest=24) <= 24 for i in range(200))
+    assert ks != [prefix_length(f"p{i}", 1, available=10, longest=24) for i in range(200)]
+
+
+def test_recovery_without_turn_back_text_is_a_config_error(tmp_path):
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text("prompts:\n  harmful: [{path: x, format: advbench}]\ntargets:\n  recovery: {enabled: true, text: ' '}\n")
+    with pytest.raises(ConfigError, match=r"targets.recovery.text"):
+        load_config(PipelineConfig, cfg)

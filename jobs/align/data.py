@@ -27,7 +27,10 @@ class AlignRow:
     """refuse | comply, by tau."""
     source: str = ""
     origin: str = ""
-    """safe_refusal | rewritten_refusal | self | reference."""
+    """safe_refusal | rewritten_refusal | self | reference | recovery."""
+    prefix: str = ""
+    """Assistant text between the prompt and `completion` that carries no LM loss: a
+    recovery row's compliant start (jobs/stages/recovery.py). Empty for every other row."""
 
 
 @dataclass
@@ -52,16 +55,18 @@ def read_rows(path: str | Path) -> list[AlignRow]:
 
 def build_example(tokenizer, row: AlignRow, template: TemplateConfig, max_length: int, hard: bool,
                   decision_tokens: int = 0) -> AlignExample | None:
-    """Tokens of prompt + completion + eos, labels masked (IGNORE) on the prompt. Returns
+    """Tokens of prompt + prefix + completion + eos, labels masked (IGNORE) on the prompt
+    and the prefix (a recovery row's compliant start is context, never learned). Returns
     None when they exceed max_length: a target is dropped, never truncated (a cut-off CoT
     teaches the model to stop mid-thought); the caller counts the drops."""
     rendered = render_prompt(tokenizer, row.prompt, cot=True, cfg=template)
     prompt_ids = rendered.input_ids
+    context = prompt_ids + (tokenizer(row.prefix, add_special_tokens=False)["input_ids"] if row.prefix else [])
     target_ids = tokenizer(row.completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    if len(prompt_ids) + len(target_ids) > max_length:
+    if len(context) + len(target_ids) > max_length:
         return None
     signal = float(row.decision == "refuse") if hard else float(row.signal)
-    return AlignExample(prompt_ids + target_ids, [IGNORE] * len(prompt_ids) + target_ids, rendered.t_star, signal,
+    return AlignExample(context + target_ids, [IGNORE] * len(context) + target_ids, rendered.t_star, signal,
                         min(decision_tokens, len(target_ids)))
 
 

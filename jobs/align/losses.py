@@ -53,9 +53,22 @@ def gather_pre_cot(hidden_states: tuple[torch.Tensor, ...], layers: list[int], t
     return torch.stack(picked, 0).mean(0)
 
 
+def pre_cot_positions(hidden_states: tuple[torch.Tensor, ...], layers: list[int], t_star: torch.Tensor,
+                      positions: int) -> torch.Tensor:
+    """The representation at t* - positions + 1 .. t* per row, [B, positions, H] (the mean
+    over `layers`), oldest first; positions before the sequence start repeat position 0."""
+    offsets = torch.arange(positions - 1, -1, -1, device=t_star.device)  # [P]: P-1 .. 0
+    idx = (t_star[:, None] - offsets[None, :]).clamp_min(0)  # [B, P]
+    rows = torch.arange(t_star.shape[0], device=t_star.device)[:, None]  # [B, 1]
+    return torch.stack([hidden_states[layer][rows, idx] for layer in layers], 0).mean(0)
+
+
 def decision_loss(head_logits: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
-    """Mean binary cross-entropy between head logits [B] and decision signals [B] in
-    [0, 1] (soft p_refuse or hard 0/1)."""
+    """Mean binary cross-entropy between head logits [B] (or [B, P]: one per pre-CoT
+    position, all with the row's signal) and decision signals [B] in [0, 1] (soft
+    p_refuse or hard 0/1)."""
+    if head_logits.dim() == 2:
+        signal = signal[:, None].expand_as(head_logits)
     return F.binary_cross_entropy_with_logits(head_logits.float(), signal.float())
 
 

@@ -15,6 +15,7 @@ from torch import nn
 from jobs.align.losses import (
     decision_loss,
     gather_pre_cot,
+    pre_cot_positions,
     lm_loss,
     shifted_targets,
     total_loss,
@@ -76,7 +77,7 @@ class PreCoTModel(nn.Module):
     """LoRA-adapted causal LM + a linear head (hidden -> 1) on the pre-CoT hidden state."""
 
     def __init__(self, lm, layers: list[int], aux_weight: float, detach: bool = False, pooling: str = "t_star",
-                 head: str = "normalized"):
+                 head: str = "normalized", positions: int = 1):
         super().__init__()
         self.lm = lm
         hidden = lm.get_base_model().config.hidden_size
@@ -89,9 +90,10 @@ class PreCoTModel(nn.Module):
         self.aux_weight = aux_weight
         self.detach = detach
         self.pooling = pooling
+        self.positions = positions
 
     def head_logits(self, h: torch.Tensor) -> torch.Tensor:
-        """[B, H] pooled hidden states -> [B] decision logits."""
+        """[..., H] pooled hidden states -> [...] decision logits."""
         h = h.to(self.head.weight.dtype)
         if self.normalize:
             h = F.layer_norm(h, h.shape[-1:])
@@ -100,7 +102,8 @@ class PreCoTModel(nn.Module):
     def forward(self, input_ids, attention_mask, labels, t_star, signal, label_weights=None) -> dict[str, torch.Tensor]:
         """input_ids/attention_mask/labels: [B, T]; t_star: [B]; signal: [B] in [0, 1];
         label_weights: [B, T] per-label LM-loss weights (None = all 1).
-        Returns loss, lm_loss, aux_loss (detached copies for logging) and head_logits [B]."""
+        Returns loss, lm_loss, aux_loss (detached copies for logging) and head_logits [B]
+        (at t*; with positions > 1 the aux loss also reads the positions before it)."""
         base = self.lm.get_base_model()
         out = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
                                  use_cache=False)
@@ -114,12 +117,16 @@ class PreCoTModel(nn.Module):
             shifted[:, :-1] = label_weights[:, 1:]
             weights = shifted[positions]
         lm = lm_loss(token_logits, targets, weights)
-        h = gather_pre_cot(out.hidden_states, self.layers, t_star, self.pooling)  # [B, H]
+        if self.positions > 1:
+            h = pre_cot_positions(out.hidden_states, self.layers, t_star, self.positions)  # [B, P, H]
+        else:
+            h = gather_pre_cot(out.hidden_states, self.layers, t_star, self.pooling)  # [B, H]
         if self.detach:
             h = h.detach()
-        head_logits = self.head_logits(h)  # [B]
-        aux = decision_loss(head_logits, signal)
+        logits = self.head_logits(h)  # [B] or [B, P]
+        aux = decision_loss(logits, signal)
         loss = total_loss(lm, aux, self.aux_weight)
+        head_logits = logits[:, -1] if logits.dim() == 2 else logits  # t*
         return {"loss": loss, "lm_loss": lm.detach(), "aux_loss": aux.detach(), "head_logits": head_logits.detach()}
 
 

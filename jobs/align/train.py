@@ -66,7 +66,7 @@ class AlignTrainer:
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             base.enable_input_require_grads()
         self.model = PreCoTModel(add_lora(base, a.lora), layers, a.aux.weight, a.aux.detach, a.aux.pooling,
-                                 a.aux.head)
+                                 a.aux.head, a.aux.positions)
         self.layers = layers
         hard = a.aux.target == "hard"
         built = [build_example(self.tokenizer, r, cfg.template, a.train.max_length, hard, a.train.decision_tokens)
@@ -445,7 +445,8 @@ def training_fingerprint(cfg: PipelineConfig, rows: list[AlignRow]) -> str:
     for key in ("storage_path", "shared_filesystem", "max_failures"):
         align["scale"].pop(key, None)
     data = {"model": cfg.model, "dtype": cfg.dtype, "template": to_dict(cfg.template), "align": align,
-            "rows": [r.__dict__ for r in rows]}
+            # An empty prefix is left out, so rows written before recovery rows existed keep their fingerprint.
+            "rows": [{k: v for k, v in r.__dict__.items() if k != "prefix" or v} for r in rows]}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 

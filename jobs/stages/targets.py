@@ -18,7 +18,9 @@ Output `<job_dir>/targets.jsonl` (prompt, completion, signal, decision, origin, 
 `targets_summary.json`, which counts every case: targets by origin (safe_refusal,
 rewritten_refusal, reference, self), the two policies (harmful_comply_rewritten|dropped,
 benign_refuse_rewritten|kept), the drops (dropped_too_long, dropped_unclosed,
-dropped_no_reference, dropped_wrong_answer) and the refusal thinking (refusal_thinking_generated|fallback).
+dropped_no_reference, dropped_wrong_answer), the refusal thinking (refusal_thinking_generated|fallback)
+and the safety-recovery rows of `targets.recovery` (origin recovery; recovery_no_start when the
+sampled answer closed its think block at once: see jobs/stages/recovery.py).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from jobs.artifacts import read_jsonl, write_json, write_jsonl
 from jobs.errors import DataError
 from jobs.pipeline_config import PipelineConfig
 from jobs.stages.generate import generate_texts
+from jobs.stages.recovery import recovery_rows
 from jobs.stages.refusals import pick_refusal, refusal_wordings, safety_rationales
 from jobs.stages.signals import SIGNALS, SUMMARY
 from jobs.templates import cot_completion, prompt_texts, split_thinking
@@ -42,7 +45,7 @@ log = logging.getLogger(__name__)
 
 TARGETS = "targets.jsonl"
 TARGETS_SUMMARY = "targets_summary.json"
-COUNTS = ("safe_refusal", "rewritten_refusal", "reference", "self",
+COUNTS = ("safe_refusal", "rewritten_refusal", "reference", "self", "recovery", "recovery_no_start",
           "harmful_comply_rewritten", "harmful_comply_dropped", "benign_refuse_rewritten", "benign_refuse_kept",
           "dropped_too_long", "dropped_unclosed", "dropped_no_reference", "dropped_wrong_answer",
           "refusal_thinking_generated", "refusal_thinking_fallback")
@@ -116,6 +119,12 @@ def run_targets(cfg: PipelineConfig, engine=None) -> Path:
     thinking = _refusal_thinking(cfg, tokenizer, rows, sorted(refusal_answer), counts, engine)
     for i, answer in refusal_answer.items():
         targets[i]["completion"] = cot_completion(on_texts[i], thinking.get(i, ""), answer, cfg.template)
+    if t.recovery.enabled:
+        harmful = [(targets[i], on_texts[i], answer) for i, answer in sorted(refusal_answer.items())
+                   if rows[i]["harmful"] is True]
+        extra = recovery_rows(cfg, tokenizer, harmful, engine)
+        counts["recovery_no_start"] += len(harmful) - len(extra)
+        targets += extra
 
     if need_self:
         log.info("self-distilling %d comply-decided prompts with CoT on", len(need_self))
@@ -142,7 +151,7 @@ def run_targets(cfg: PipelineConfig, engine=None) -> Path:
         if x is None:
             continue
         # The align stage's own tokenization decides "too long", so the two never disagree.
-        row = AlignRow(x["prompt"], x["completion"], x["signal"], x["decision"])
+        row = AlignRow(x["prompt"], x["completion"], x["signal"], x["decision"], prefix=x.get("prefix", ""))
         if build_example(tokenizer, row, cfg.template, max_length, hard=False) is None:
             counts["dropped_too_long"] += 1
             continue
