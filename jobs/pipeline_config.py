@@ -104,7 +104,9 @@ class RecoverySettings:
     refusal target gets one more row: its think block starts with the first k tokens of the
     LRM's own sampled CoT-ON answer (k uniform in 1..`generation.max_new_tokens`, seeded per
     prompt id), which carry NO LM loss (the model never learns to write them), then `text`,
-    the think block closed and the same refusal. Same prompt, same t*, same signal."""
+    the think block closed and the same refusal. Same prompt, same t*, same signal.
+    Off by default: on the demo model (2 seeds, bench/results/compare_recovery.json) it cut
+    T 1.0 ASR 46% -> 27% but raised T 1.0 over-refusal 9% -> 30% and greedy ASR 22% -> 38%."""
 
     enabled: bool = False
     text: str = "Wait. This request could seriously hurt people or break the law. I must not help with it."
