@@ -210,7 +210,8 @@ class AuxSettings:
     """pooling t_star: the head reads t* and the positions-1 tokens before it (the end of the
     user turn and the assistant header), each position's loss averaged: the decision is
     asked of every token leading up to the CoT, not of t* alone (a lever for refusals that
-    hold under sampling). 1 = t* only."""
+    hold under sampling). 1 = t* only. Measured on the demo model (8 positions, 2 seeds,
+    bench/results/compare_positions8.json): greedy ASR 22% -> 16%, T 1.0 unchanged."""
     target: str = "soft"
     """soft (p_refuse) | hard (0/1 at tau)."""
     detach: bool = False
