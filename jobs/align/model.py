@@ -15,8 +15,8 @@ from torch import nn
 from jobs.align.losses import (
     decision_loss,
     gather_pre_cot,
-    pre_cot_positions,
     lm_loss,
+    pre_cot_positions,
     shifted_targets,
     total_loss,
 )
