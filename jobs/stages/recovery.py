@@ -30,12 +30,10 @@ def prefix_length(key: str, seed: int, available: int, longest: int) -> int:
     return 1 + int.from_bytes(digest[:8], "big") % top
 
 
-def compliant_prefix(tokenizer, text: str, k: int, think_close: str) -> str:
-    """The first k tokens of a generated CoT-ON answer, never reaching its think block's end
-    (the turn back has to happen inside the thinking)."""
-    text = text.split(think_close, 1)[0]
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"][:k]
-    return tokenizer.decode(ids)
+def thinking_tokens(tokenizer, text: str, think_close: str) -> list[int]:
+    """The tokens of a generated CoT-ON answer before its think block's end (the turn back
+    has to happen inside the thinking)."""
+    return tokenizer(text.split(think_close, 1)[0], add_special_tokens=False)["input_ids"]
 
 
 def recovery_rows(cfg: PipelineConfig, tokenizer, refusals: list[tuple[dict, str, str]], engine=None) -> list[dict]:
@@ -53,11 +51,11 @@ def recovery_rows(cfg: PipelineConfig, tokenizer, refusals: list[tuple[dict, str
     close = cfg.template.think_close
     rows = []
     for (target, _, answer), out in zip(refusals, outs):
-        available = len(tokenizer(out.split(close, 1)[0], add_special_tokens=False)["input_ids"])
-        if available == 0:
+        ids = thinking_tokens(tokenizer, out, close)
+        if not ids:
             continue
-        k = prefix_length(str(target["id"]), cfg.targets.seed, available, r.generation.max_new_tokens)
-        prefix = compliant_prefix(tokenizer, out, k, close)
+        k = prefix_length(str(target["id"]), cfg.targets.seed, len(ids), r.generation.max_new_tokens)
+        prefix = tokenizer.decode(ids[:k])
         rows.append({**target, "id": f"{target['id']}#recovery", "origin": "recovery", "prefix": prefix,
                      "completion": f"\n{r.text.strip()}\n{close}\n\n{answer.strip()}"})
     return rows
