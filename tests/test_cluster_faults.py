@@ -23,6 +23,14 @@ from tests.test_align import _write_targets, pipeline_cfg
 PRESAFE = str(Path(sys.executable).with_name("presafe"))
 
 
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory):
+    """Two Ray nodes of 2 CPUs each as their own processes, started once for this module
+    (a start costs about 20 s); only the second holds the `presafe_second` resource."""
+    with LocalCluster(tmp_path_factory.mktemp("cluster"), {"head": 2, "second": 2}) as cluster:
+        yield cluster
+
+
 def _adapter(out: Path) -> dict:
     from safetensors.torch import load_file
 
@@ -31,7 +39,7 @@ def _adapter(out: Path) -> dict:
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_two_node_spread_alignment_uses_both_nodes_and_matches_one_node(tiny_lm, tmp_path, ray_cluster):
+def test_two_node_spread_alignment_uses_both_nodes_and_matches_one_node(tiny_lm, tmp_path, ray_cluster, two_nodes):
     from jobs.align.train import run_align
 
     train = {"max_steps": 4, "batch_size": 2, "checkpoint_every": 2, "log_every": 2}
@@ -41,27 +49,27 @@ def test_two_node_spread_alignment_uses_both_nodes_and_matches_one_node(tiny_lm,
     config = tmp_path / "multi.yaml"
     config.write_text(yaml.safe_dump(to_dict(multi)))
 
-    with LocalCluster(tmp_path / "cluster", {"head": 2, "second": 2}) as cluster:
-        nodes = cluster.node_names()
-        assert sorted(nodes.values()) == ["head", "second"]
-        # A local checkpoint folder on 2 nodes is refused before any work, saying why.
-        refused = cluster.run([PRESAFE, "stage", "align", "--config", str(config)])
-        assert refused.returncode == 2, refused.stderr[-3000:]
-        assert "is a local folder, but the Ray cluster has 2 nodes" in refused.stderr
-        assert "align.scale.shared_filesystem: true" in refused.stderr
-        assert not (Path(multi.job_dir) / "adapter").exists()
-        # Both "nodes" are this machine: the folder really is shared, so say so. The driver
-        # logs events; its workers learn where from the train loop's config (Ray does not
-        # pass the driver's environment on).
-        log = tmp_path / "events.jsonl"
-        done = cluster.run([PRESAFE, "stage", "align", "--config", str(config),
-                            "align.scale.shared_filesystem=true"], env={"PRESAFE_EVENTS": str(log)})
-        assert done.returncode == 0, done.stderr[-4000:]
-        from jobs.events import read_events
+    cluster = two_nodes
+    nodes = cluster.node_names()
+    assert sorted(nodes.values()) == ["head", "second"]
+    # A local checkpoint folder on 2 nodes is refused before any work, saying why.
+    refused = cluster.run([PRESAFE, "stage", "align", "--config", str(config)])
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    assert "is a local folder, but the Ray cluster has 2 nodes" in refused.stderr
+    assert "align.scale.shared_filesystem: true" in refused.stderr
+    assert not (Path(multi.job_dir) / "adapter").exists()
+    # Both "nodes" are this machine: the folder really is shared, so say so. The driver
+    # logs events; its workers learn where from the train loop's config (Ray does not
+    # pass the driver's environment on).
+    log = tmp_path / "events.jsonl"
+    done = cluster.run([PRESAFE, "stage", "align", "--config", str(config),
+                        "align.scale.shared_filesystem=true"], env={"PRESAFE_EVENTS": str(log)})
+    assert done.returncode == 0, done.stderr[-4000:]
+    from jobs.events import read_events
 
-        steps = [e for e in read_events(log) if e["event"] == "progress" and e["stage"] == "align:adapter"]
-        assert steps and steps[-1]["done"] == steps[-1]["total"] == 4, read_events(log)
-        assert any(e["event"] == "metrics" and e["stage"] == "align:adapter" for e in read_events(log))
+    steps = [e for e in read_events(log) if e["event"] == "progress" and e["stage"] == "align:adapter"]
+    assert steps and steps[-1]["done"] == steps[-1]["total"] == 4, read_events(log)
+    assert any(e["event"] == "metrics" and e["stage"] == "align:adapter" for e in read_events(log))
 
     meta = json.loads((Path(multi.job_dir) / "adapter" / "meta.json").read_text())
     workers = meta["workers"]
@@ -144,8 +152,8 @@ def test_killed_training_worker_restarts_from_its_s3_checkpoint(tiny_lm, tmp_pat
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_generation_runs_on_actors_of_the_generation_node_never_in_the_driver(tmp_path):
-    """A head without the generation resource: decide, targets and evaluate (and the probe
+def test_generation_runs_on_actors_of_the_generation_node_never_in_the_driver(tmp_path, two_nodes):
+    """A head without the generation resource (`presafe_second`): decide, targets and evaluate (and the probe
     pass) run on actors on the second node; the driver process never loads the LRM."""
     storage = tmp_path / "store"
     smoke = Path(__file__).resolve().parents[1] / "jobs" / "configs" / "smoke.yaml"
@@ -160,11 +168,10 @@ def test_generation_runs_on_actors_of_the_generation_node_never_in_the_driver(tm
               "g.load_causal_lm = refuse\n"
               "transformers.AutoModelForCausalLM.from_pretrained = refuse\n"
               "from jobs.pipeline import main\nsys.exit(main(sys.argv[1:]))\n")
-    with LocalCluster(tmp_path / "cluster", {"head": 1, "second": 2}) as cluster:
-        nodes = {v: k for k, v in cluster.node_names().items()}
-        done = cluster.run([sys.executable, "-c", driver, "--config", str(smoke), *overrides],
-                           env={"HF_HUB_OFFLINE": "1"})
-        assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-4000:])
+    nodes = {v: k for k, v in two_nodes.node_names().items()}
+    done = two_nodes.run([sys.executable, "-c", driver, "--config", str(smoke), *overrides],
+                         env={"HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-4000:])
     job = storage / "jobs" / "smoke"
     decide = json.loads((job / "decisions_meta.json").read_text())["workers"]
     assert [w["node_id"] for w in decide] == [nodes["second"]]
