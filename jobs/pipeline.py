@@ -39,6 +39,7 @@ from jobs.artifacts import write_json
 from jobs.config import load_config, to_dict
 from jobs.errors import ConfigError, PresafeError
 from jobs.pipeline_config import PipelineConfig
+from jobs.scale import use_torch_threads
 from jobs.stage_inputs import signature
 from jobs.tracking import JobTracker
 
@@ -46,7 +47,7 @@ STAGES_DIR = "stages"
 CONFIG_RECORD = "config.json"
 EVENTS = "events.jsonl"
 # Keys that do not change what any stage computes: a resume may change them freely.
-NEUTRAL_KEYS = {"resume", "storage_path"}
+NEUTRAL_KEYS = {"resume", "storage_path", "torch_threads"}  # where and how fast: no stage reruns for them
 
 
 @dataclass
@@ -216,8 +217,12 @@ class Pipeline:
             shutil.rmtree(self.job / STAGES_DIR, ignore_errors=True)
         redo = self._changed_stages(stages) if self.cfg.resume else {}
         write_json(self.job / CONFIG_RECORD, to_dict(self.cfg))
+        threads = use_torch_threads(self.cfg.torch_threads)
+        self.log(f"[pipeline] torch uses {threads} CPU thread(s) in this process (torch_threads: "
+                 f"{'the environment' if self.cfg.torch_threads is None else self.cfg.torch_threads})")
         t0 = time.monotonic()
-        events.emit("job_start", job_id=self.cfg.job_id, stages=[s.name for s in stages], config=to_dict(self.cfg))
+        events.emit("job_start", job_id=self.cfg.job_id, stages=[s.name for s in stages], config=to_dict(self.cfg),
+                    torch_threads=threads)
         tracker = JobTracker.start(self.cfg)  # MLflow, when installed; never fails the job
         dirty = False  # once a stage reruns, every later stage reruns too
         for i, st in enumerate(stages, 1):

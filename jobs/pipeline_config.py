@@ -552,6 +552,12 @@ class PipelineConfig:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     """What each GPU offers: the memory plan (`presafe preflight`, jobs.memory) sizes every
     stage against resources.gpu_memory_gb and stops a config that cannot fit before it runs."""
+    torch_threads: int | None = None
+    """torch's CPU threads in the job's own process (the stages that run in it: generation
+    with `decide.num_actors: 0`, training with `*.scale.num_workers: 0`). None: what the
+    environment gives; a job the service launches gets Ray's OMP_NUM_THREADS, the CPUs its
+    driver reserves (1 by default), and leaves the other cores idle. 0: every core this process
+    may run on. Ray Train workers and generation actors keep their own CPU counts."""
 
     @property
     def job_dir(self) -> str:
@@ -567,6 +573,8 @@ class PipelineConfig:
               f"must be 1-128 letters, digits, '.', '_' or '-' (not starting with a symbol), got {self.job_id!r}")
         check(self.dtype in DTYPES, "dtype", f"must be one of {list(DTYPES)}")
         check(self.kind in ("pipeline", "eval"), "kind", f"must be pipeline or eval, got {self.kind!r}")
+        check(self.torch_threads is None or 0 <= self.torch_threads <= 1024, "torch_threads",
+              f"must be empty (the environment's), 0 (every core) or 1..1024, got {self.torch_threads!r}")
         if self.kind == "pipeline":
             check(bool(self.prompts.harmful) or bool(self.prompts.benign), "prompts.harmful",
                   "give at least one harmful or benign source")

@@ -76,6 +76,17 @@ class ScaleConfig:
         return int(((self.deepspeed or {}).get("zero_optimization") or {}).get("stage", 0)) if self.deepspeed else -1
 
 
+def use_torch_threads(setting: int | None) -> int:
+    """Set torch's CPU threads in this process from a `torch_threads` setting (None: leave
+    them, 0: every core this process may run on, N: N); returns the count in use."""
+    import torch
+
+    if setting is not None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        torch.set_num_threads(setting or cores)
+    return torch.get_num_threads()
+
+
 def skip_deepspeed_shm_comm() -> None:
     """Keep DeepSpeed from JIT-loading its CPU shared-memory all-reduce op.
 

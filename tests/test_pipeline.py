@@ -81,10 +81,13 @@ def test_smoke_pipeline_end_to_end_then_resume(home, capsys):
     assert "| aligned | cot_on/greedy |" in (job / "report.md").read_text()
     assert "report:" in capsys.readouterr().out
 
-    # A rerun resumes: nothing is redone.
+    # A rerun resumes: nothing is redone (a new thread count changes where, not what).
     before = (job / "targets.jsonl").stat().st_mtime_ns
-    assert main(["--config", SMOKE, f"storage_path={storage}"]) == 0
+    threads = torch.get_num_threads()
+    assert main(["--config", SMOKE, f"storage_path={storage}", f"torch_threads={threads}"]) == 0
     assert stage_events(job, "stage_skip")[-len(planned):] == planned
+    starts = [e for e in read_events(job / "events.jsonl") if e["event"] == "job_start"]
+    assert starts[-1]["torch_threads"] == threads and starts[-1]["config"]["torch_threads"] == threads
     assert (job / "targets.jsonl").stat().st_mtime_ns == before
 
     # Changing an evaluation setting redoes only evaluate, judge and report.
