@@ -164,13 +164,19 @@ def plan(cfg: PipelineConfig) -> list[Stage]:
     return stages
 
 
-def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+def _changed_keys(old: dict, new: dict, prefix: str = "", defaults: dict | None = None) -> list[str]:
+    """Dotted keys whose values differ. With `defaults` (the config's defaults, same shape):
+    a key the old record lacks and the new config holds at its default is unchanged: a
+    setting a later presafe added, whose default keeps what the code did before it."""
     out = []
     for k in sorted(set(old) | set(new)):
         key = f"{prefix}{k}"
         a, b = old.get(k), new.get(k)
+        d = defaults.get(k) if isinstance(defaults, dict) else None
+        if k not in old and isinstance(defaults, dict) and k in defaults and b == d:
+            continue
         if isinstance(a, dict) and isinstance(b, dict):
-            out += _changed_keys(a, b, key + ".")
+            out += _changed_keys(a, b, key + ".", d if isinstance(d, dict) else None)
         elif a != b:
             out.append(key)
     return out
@@ -200,7 +206,8 @@ class Pipeline:
         record = self.job / CONFIG_RECORD
         if not record.is_file():
             return {}
-        changed = [k for k in _changed_keys(json.loads(record.read_text()), to_dict(self.cfg))
+        changed = [k for k in _changed_keys(json.loads(record.read_text()), to_dict(self.cfg),
+                                            defaults=to_dict(PipelineConfig()))
                    if k.split(".")[0] not in NEUTRAL_KEYS]
         out = {}
         for st in stages:

@@ -81,7 +81,12 @@ def test_smoke_pipeline_end_to_end_then_resume(home, capsys):
     assert "| aligned | cot_on/greedy |" in (job / "report.md").read_text()
     assert "report:" in capsys.readouterr().out
 
-    # A rerun resumes: nothing is redone (a new thread count changes where, not what).
+    # A rerun resumes: nothing is redone (a new thread count changes where, not what; a
+    # record written before a setting existed holds nothing for it, and its default keeps
+    # what that presafe did).
+    record = json.loads((job / "config.json").read_text())
+    del record["targets"]["recovery"], record["align"]["aux"]["positions"]
+    (job / "config.json").write_text(json.dumps(record))
     before = (job / "targets.jsonl").stat().st_mtime_ns
     threads = torch.get_num_threads()
     assert main(["--config", SMOKE, f"storage_path={storage}", f"torch_threads={threads}"]) == 0
@@ -248,3 +253,19 @@ def test_input_signatures():
     assert sources_signature(builtin) != sources_signature([DataSource(path="builtin:demo-benign-train", format="builtin")])
     assert sources_signature([DataSource(path="hf:org/set", format="advbench")]) != sources_signature(builtin)
     assert model_signature("org/some-hub-model") == "name:org/some-hub-model"
+
+
+def test_a_setting_an_old_record_lacks_is_a_change_only_off_its_default():
+    from jobs.config import to_dict
+    from jobs.pipeline import _changed_keys
+    from jobs.pipeline_config import PipelineConfig
+
+    defaults = to_dict(PipelineConfig())
+    old = json.loads(json.dumps(defaults))
+    del old["align"]["aux"]["positions"], old["targets"]["recovery"]
+    new = json.loads(json.dumps(defaults))
+    assert _changed_keys(old, new, defaults=defaults) == []
+    assert _changed_keys(old, new) == ["align.aux.positions", "targets.recovery"]  # without defaults: both
+    new["align"]["aux"]["positions"] = 8
+    new["targets"]["recovery"]["enabled"] = True
+    assert _changed_keys(old, new, defaults=defaults) == ["align.aux.positions", "targets.recovery"]
