@@ -327,6 +327,9 @@ def _stage(args) -> int:
         from jobs.stages.judge import run_judge as run
     else:
         from jobs.report import write_report as run
+    from jobs.scale import use_torch_threads
+
+    use_torch_threads(cfg.torch_threads)  # as a pipeline run would
     out = run(cfg)
     print(f"{args.name}: wrote {out}")
     return 0
