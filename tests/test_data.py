@@ -249,6 +249,38 @@ def test_borderline_sets_do_not_collide_with_the_demo_heldout_sets():
         assert not train & {p.prompt for p in read_prompts(src(path=f"builtin:{name}", format="builtin"))}
 
 
+def test_content_requests_pair_every_harmful_subject_with_a_benign_twin_and_hold_out_subjects_and_frames(shared_data):
+    from jobs.data.content_requests import HELDOUT_FRAMES, HELDOUT_SUBJECTS, TRAIN_FRAMES, TRAIN_SUBJECTS
+
+    sets = {n: read_prompts(src(path=f"builtin:content-{n}", format="builtin"))
+            for n in ("harmful-train", "benign-train", "harmful-heldout", "benign-heldout")}
+    assert [len(sets[n]) for n in sets] == [36, 36, 12, 12]
+    assert all(p.harmful for n in ("harmful-train", "harmful-heldout") for p in sets[n])
+    assert not any(p.harmful for n in ("benign-train", "benign-heldout") for p in sets[n])
+    # the same frames for a harmful subject and its twin: only the content tells them apart
+    for split, subjects in (("train", TRAIN_SUBJECTS), ("heldout", HELDOUT_SUBJECTS)):
+        forms = {}
+        for kind, col in (("harmful", 1), ("benign", 2)):
+            for p in sets[f"{kind}-{split}"]:
+                i = next(i for i, row in enumerate(subjects) if row[col] in p.prompt)
+                forms.setdefault(kind, set()).add(p.prompt.replace(subjects[i][col], f"<{i}>"))
+        assert forms["harmful"] == forms["benign"]
+    # held out: no subject and no frame of a held-out prompt is in any training prompt
+    train_text = " ".join(_norm(p.prompt) for n in ("harmful-train", "benign-train") for p in sets[n])
+    assert not [s for row in HELDOUT_SUBJECTS for s in row[1:] if _norm(s) in train_text]
+    assert not set(HELDOUT_FRAMES) & set(TRAIN_FRAMES)
+    # every category survives a cut to the first half (limit_per_set)
+    assert {p.category for p in sets["harmful-train"][:18]} == {row[0] for row in TRAIN_SUBJECTS}
+    # never a prompt of the public sets the efficacy bench evaluates on, nor of the demo sets
+    public = read_prompts(src(path=str(shared_data / "prompts/harmful/advbench_harmful_behaviors.csv"), format="advbench"))
+    public += read_prompts(src(path=str(shared_data / "prompts/harmful/harmbench_behaviors_text_all.csv"),
+                               format="harmbench"))
+    ours = {_norm(p.prompt) for ps in sets.values() for p in ps}
+    assert len(public) > 700 and not ours & {_norm(p.prompt) for p in public}
+    for name in ("demo-harmful-train", "demo-benign-train", "demo-harmful-heldout", "demo-benign-heldout"):
+        assert not ours & {_norm(p.prompt) for p in read_prompts(src(path=f"builtin:{name}", format="builtin"))}
+
+
 def test_xstest_prompts_filtered_by_type_and_kept_out_of_the_wrong_section(shared_data, tmp_path):
     from jobs.pipeline_config import PromptSets
     from jobs.stages.decide import load_prompts

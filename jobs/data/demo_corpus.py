@@ -10,6 +10,9 @@ quickstart pipeline trains and evaluates on:
     builtin:arithmetic-train       builtin:arithmetic-heldout   (checkable answers)
     builtin:borderline-train       builtin:borderline-heldout   (safe prompts that look unsafe;
                                                                  written in jobs.data.borderline)
+    builtin:content-harmful-train  builtin:content-harmful-heldout (requests for a text: a post,
+    builtin:content-benign-train   builtin:content-benign-heldout   a speech, a letter; written in
+                                                                    jobs.data.content_requests)
 
 Held-out prompts come from tasks (and, for arithmetic, numbers) that no training prompt
 uses. Harmful tasks are short request phrases in the style of public red-teaming sets;
@@ -23,6 +26,8 @@ import random
 from jobs.data.borderline import SETS as BORDERLINE_SETS
 from jobs.data.borderline import borderline_prompts
 from jobs.data.builtin import COMPLIANCE, REFUSALS
+from jobs.data.content_requests import SETS as CONTENT_SETS
+from jobs.data.content_requests import content_prompts
 from jobs.data.records import PromptRecord
 from jobs.errors import DataError
 
@@ -207,9 +212,11 @@ def builtin_prompts(name: str, seed: int = 0) -> list[PromptRecord]:
     """One of the demo prompt sets listed in SETS."""
     if name in BORDERLINE_SETS:
         return borderline_prompts(name)
+    if name in CONTENT_SETS:
+        return content_prompts(name)
     if name not in SETS:
         raise DataError(f"builtin:{name}: unknown built-in prompt set; available: "
-                        + ", ".join(f"builtin:{s}" for s in ("decisions",) + SETS + BORDERLINE_SETS))
+                        + ", ".join(f"builtin:{s}" for s in ("decisions",) + SETS + BORDERLINE_SETS + CONTENT_SETS))
     kind, split = name.removeprefix("demo-").rsplit("-", 1)
     if kind == "arithmetic":
         problems = arithmetic_problems(split, 64 if split == "heldout" else 160, seed)

@@ -40,7 +40,7 @@ class DataSource:
     """A file or folder; `hf:<dataset>` for Hugging Face datasets; `builtin:<name>` for the
     sets presafe generates itself: `decisions` (classifier rows) and the demo prompt sets
     (demo-harmful-train|heldout, demo-benign-train|heldout, arithmetic-train|heldout,
-    borderline-train|heldout)."""
+    borderline-train|heldout, content-harmful|benign-train|heldout)."""
     format: str = "auto"
     """A named format (xstest, advbench, harmbench, malicious_instruct, donotanswer, alpaca,
     gsm8k, math500; the benchmarks strongreject, jbb_harmful, jbb_benign, wildjailbreak,
