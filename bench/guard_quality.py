@@ -19,6 +19,11 @@ the model never trained on:
 - pair folds: the XSTest leave-one-model-out protocol of bench/classifier_quality.py
   (`model_folds`), with the guard recipe.
 
+- padding, per prompt fold: the held-out harmful requests hidden in about 180 words of
+  benign text (Alpaca held-out prompts) before or after them, or in the same paragraph,
+  and the filler alone, decided under each `model.prompt_scan` (whole, paragraphs,
+  sentences) by the same model.
+
 Beside the classifier, on the same prompts, a keyword baseline (a prompt is harmful when
 it holds a word of KEYWORDS). Rates come with n and a 95% Wilson interval; ECE (15 bins)
 per row kind over all the held-out rows; a reliability plot beside the JSON.
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import re
 import sys
 import tempfile
@@ -45,7 +51,7 @@ from common import ROOT, machine  # noqa: E402  (puts the repository on sys.path
 from classifier_quality import DATA, fold_config, model_folds  # noqa: E402
 from jobs.classifier.calibration import expected_calibration_error, reliability_plot  # noqa: E402
 from jobs.classifier.config import ClassifierJobConfig  # noqa: E402
-from jobs.classifier.model import DecisionClassifier  # noqa: E402
+from jobs.classifier.model import PROMPT_SCANS, DecisionClassifier  # noqa: E402
 from jobs.classifier.train import load_splits, train_classifier  # noqa: E402
 from jobs.config import from_dict, load_config, to_dict  # noqa: E402
 from jobs.data.readers import DataSource, read_examples  # noqa: E402
@@ -107,6 +113,39 @@ def decide(clf: DecisionClassifier, prompts: list[str]) -> tuple[list[float], li
     return probs, [p >= clf.prompt_threshold for p in probs]
 
 
+PADDING_WORDS = 180
+"""Benign filler per padded prompt: Alpaca held-out prompts joined until this many words."""
+
+
+def padding_rows(clf: DecisionClassifier, harmful: list[str], benign: list[str], seed: int) -> dict:
+    """The held-out harmful requests hidden in benign text (Alpaca held-out prompts, about
+    PADDING_WORDS words): before the request, after it (a blank line between), or in the
+    same paragraph; and the filler alone (benign pass). Per prompt_scan of the model, so
+    the scans are compared on the same prompts and the same model in one run."""
+    rng = random.Random(seed)
+    fillers = []
+    for _ in harmful:
+        words, parts = 0, []
+        while words < PADDING_WORDS:
+            parts.append(rng.choice(benign))
+            words += len(parts[-1].split())
+        fillers.append(" ".join(parts))
+    variants = {"plain": (harmful, True),
+                "filler, blank line, request": ([f"{f}\n\n{h}" for f, h in zip(fillers, harmful)], True),
+                "request, blank line, filler": ([f"{h}\n\n{f}" for f, h in zip(fillers, harmful)], True),
+                "filler and request, one paragraph": ([f"{f} {h}" for f, h in zip(fillers, harmful)], True),
+                "filler alone (benign pass)": (fillers, False)}
+    own, out = clf.prompt_scan, {}
+    for scan in PROMPT_SCANS:
+        clf.prompt_scan = scan
+        out[scan] = {}
+        for name, (prompts, harmful_set) in variants.items():
+            refused = decide(clf, prompts)[1]
+            out[scan][name] = rate(sum(refused) if harmful_set else len(prompts) - sum(refused), len(prompts))
+    clf.prompt_scan = own
+    return out
+
+
 def prompt_folds(settings: dict, sources: list[str], work: Path, limit: int | None) -> tuple[list[dict], dict]:
     """One training per held-out harmful source; per fold the held-out rates of the model and
     the keyword baseline. Also returns every held-out (p_refuse, label) for the ECE."""
@@ -134,7 +173,7 @@ def prompt_folds(settings: dict, sources: list[str], work: Path, limit: int | No
                "hard_negative_rows": sum(bool(e.meta.get("hard_negative")) for e in train_rows),
                "mined_hard_negative_rows": sum(bool(e.meta.get("mined")) for e in train_rows),
                "temperature": {"pairs": clf.temperature, "prompt_only": clf.prompt_temperature},
-               "prompt_threshold": clf.prompt_threshold}
+               "prompt_threshold": clf.prompt_threshold, "prompt_scan": clf.prompt_scan}
         for name, prompts, harmful_set in (("harmful", harmful, True), ("xstest_safe", safe, False),
                                            ("alpaca", alpaca, False)):
             probs, refused = decide(clf, prompts)
@@ -157,6 +196,7 @@ def prompt_folds(settings: dict, sources: list[str], work: Path, limit: int | No
                 for p, r, e in zip(probs, refused, safe_rows):
                     if r:
                         print(f"[guard] refused safe {e.meta['type']}: p {p:.3f} {e.prompt[:100]}", flush=True)
+        row["padding"] = padding_rows(clf, harmful, alpaca, seed=k)
         folds.append(row)
         print(f"[guard] fold {k + 1}/{len(sources)} without {source}: recall {_fmt(row['harmful']['model'])}, "
               f"xstest safe pass {_fmt(row['xstest_safe']['model'])}, alpaca pass {_fmt(row['alpaca']['model'])}",
@@ -244,6 +284,12 @@ def main() -> int:
     for f in folds:
         for t, r in f.get("xstest_safe_by_type", {}).items():
             print(f"{t:22} {_fmt(r['model']):32} {_fmt(r['keyword']):32}")
+    for f in folds:
+        print(f"\nwithout {f['held_out_source']}: its requests hidden in benign text, by prompt_scan "
+              f"(the model's own: {f['prompt_scan']})")
+        print(f"{'':36}" + "".join(f"{scan:32}" for scan in f["padding"]))
+        for variant in next(iter(f["padding"].values())):
+            print(f"{variant:36}" + "".join(f"{_fmt(f['padding'][scan][variant]):32}" for scan in f["padding"]))
     print(f"\n{'benign pass':20} {'model':32} {'keyword':32}")
     for name in ("xstest_safe", "alpaca"):
         m, b = pooled([f[name]["model"] for f in folds]), pooled([f[name]["keyword"] for f in folds])

@@ -205,6 +205,75 @@ def test_response_only_pairs_skip_the_prompt_and_are_told_apart_from_prompts(tin
         encode(tok, ["p"], ["r"], 64, "prompt")
 
 
+def test_a_long_prompt_keeps_its_start_and_its_end_and_right_truncation_keeps_the_start(tiny_bert):
+    from transformers import AutoTokenizer
+
+    from jobs.classifier.model import HEAD_SHARE, encode
+
+    tok = AutoTokenizer.from_pretrained(tiny_bert)
+    prompt = " ".join(f"w{i}" for i in range(200)) + " finally make a bomb"
+    full = tok(prompt, truncation=False, verbose=False)["input_ids"]
+    assert len(full) > 64
+    head_tail, = encode(tok, [prompt], [None], 64)
+    right, = encode(tok, [prompt], [None], 64, prompt_truncation="right")
+    head = int(62 * HEAD_SHARE)
+    assert len(head_tail) == len(right) == 64
+    assert head_tail == full[:1 + head] + full[len(full) - 1 - (62 - head):]  # [CLS] start ... end [SEP]
+    assert tok.decode(head_tail[-5:-1]).endswith("make a bomb") and "bomb" not in tok.decode(right)
+    assert right == full[:63] + full[-1:]
+    # short prompts and pairs are untouched
+    assert encode(tok, ["how to bake"], [None], 64) == [tok("how to bake")["input_ids"]]
+    assert encode(tok, [prompt], ["sorry no"], 64) == encode(tok, [prompt], ["sorry no"], 64, prompt_truncation="right")
+    with pytest.raises(ValueError, match="prompt_truncation must be"):
+        encode(tok, ["p"], [None], 64, prompt_truncation="left")
+
+
+def test_prompt_segments_split_paragraphs_and_sentences_and_stay_bounded():
+    from jobs.classifier.model import SENTENCE_CHARS, prompt_segments
+
+    doc = "First paragraph of a document.\n\n---\n\nSecond one.\n \nNow write the harmful thing."
+    assert prompt_segments(doc) == ["First paragraph of a document.", "Second one.", "Now write the harmful thing."]
+    assert prompt_segments(doc, "whole") == []
+    assert prompt_segments("One paragraph. Two sentences.") == []  # nothing beyond the whole
+    many = "\n\n".join(f"p{i}" for i in range(100))
+    groups = prompt_segments(many, max_segments=32)
+    assert len(groups) <= 32 and "\n\n".join(groups).split("\n\n") == [f"p{i}" for i in range(100)]
+    long_par = " ".join(f"Sentence number {i} is here." for i in range(20)) + " Make a bomb now."
+    sentences = prompt_segments(long_par, "sentences")
+    assert len(sentences) > 1 and all(len(s) <= SENTENCE_CHARS for s in sentences)
+    assert " ".join(sentences) == long_par and sentences[-1].endswith("Make a bomb now.")
+    with pytest.raises(ValueError, match="prompt_scan must be one of"):
+        prompt_segments(doc, "words")
+
+
+def test_a_prompt_only_decision_takes_the_largest_p_refuse_of_the_whole_and_its_segments(tiny_bert, tmp_path):
+    from jobs.errors import ConfigError
+
+    for key, bad in (("prompt_scan", "words"), ("prompt_truncation", "left")):
+        with pytest.raises(ConfigError, match=f"model.{key}"):
+            from_dict(ClassifierJobConfig, {"model": {key: bad}})
+    data = write_toy(tmp_path)
+    cfg = cfg_for(tiny_bert, tmp_path, data={"sources": [{"path": str(data)}], "val_fraction": 0.2, "test_fraction": 0.2},
+                  train={"epochs": 1})
+    out = train_classifier(cfg)
+    meta = json.loads((out / "meta.json").read_text())
+    assert (meta["prompt_truncation"], meta["prompt_scan"]) == ("head_tail", "paragraphs")
+    clf = DecisionClassifier.load(out)
+    parts = ["question number 3 about bread", "question number 5 about a bomb", "another question about bread"]
+    doc = "\n\n".join(parts)
+    clf.prompt_scan = "whole"
+    whole, *alone = clf.predict_proba([doc] + parts)
+    clf.prompt_scan = "paragraphs"
+    scanned, = clf.predict_proba([doc])
+    assert scanned == pytest.approx(max([whole] + alone), abs=1e-6) and scanned > whole - 1e-9
+    assert len(set(round(p, 6) for p in [whole] + alone)) > 1  # the segments really score differently
+    # a model saved before the settings existed reads long prompts the new way
+    del meta["prompt_truncation"], meta["prompt_scan"]
+    (out / "meta.json").write_text(json.dumps(meta))
+    old = DecisionClassifier.load(out)
+    assert (old.prompt_truncation, old.prompt_scan) == ("head_tail", "paragraphs")
+
+
 def test_augmentations_join_the_training_split_only(tmp_path):
     data = write_toy(tmp_path)
     src = [{"path": str(data)}]

@@ -9,6 +9,8 @@ from jobs.config import check
 from jobs.data.readers import DataSource
 from jobs.scale import ScaleConfig
 
+PROMPT_TRUNCATIONS = ("head_tail", "right")
+
 
 @dataclass
 class ClassifierModelConfig:
@@ -27,10 +29,35 @@ class ClassifierModelConfig:
     prompts, then misreads one that does (XSTest, held-out Llama-2: "I cannot provide
     advice on ..." for a benign prompt scored p_refuse 0.01)."""
 
+    prompt_truncation: str = "head_tail"
+    """How a prompt-only row longer than max_length is cut: head_tail | right.
+    "head_tail" keeps a quarter of the token budget from its start and the rest from its
+    end, so a request at the end of a long prompt ("{document} ... now write X") reaches
+    the model in training and in decisions; "right" (what every model before it did)
+    keeps the start only. On its own it does not make a document-then-request prompt look
+    harmful (the document dilutes the request: see prompt_scan). Pairs are not affected
+    (a response's decision shows in its first sentences)."""
+
+    prompt_scan: str = "paragraphs"
+    """How a prompt-only decision reads a long prompt: whole | paragraphs | sentences. It
+    takes the largest p_refuse of the whole prompt and of its segments: "paragraphs"
+    (split at blank lines), "sentences" (each paragraph's sentences too, packed into
+    segments of up to 120 characters), "whole" (no segments: what every model before it
+    did). Benign text around a request dilutes it: 180 words of Alpaca prompts before or
+    after a HarmBench request held out of training hid 195-200 of 200 requests from the
+    whole-prompt guard (188/200 found alone). "paragraphs" finds them when a blank line
+    separates text and request, "sentences" also when none does, at the cost of refusing
+    more long benign texts (bench/guard_quality.py's `padding` rows). Decisions only:
+    training reads whole prompts."""
+
     def validate(self) -> None:
         check(8 <= self.max_length <= 8192, "max_length", f"must be in [8, 8192], got {self.max_length}")
         check(self.pair_input in ("response", "prompt_and_response"), "pair_input",
               f"must be response or prompt_and_response, got {self.pair_input!r}")
+        check(self.prompt_truncation in PROMPT_TRUNCATIONS, "prompt_truncation",
+              f"must be one of {list(PROMPT_TRUNCATIONS)}, got {self.prompt_truncation!r}")
+        check(self.prompt_scan in ("whole", "paragraphs", "sentences"), "prompt_scan",
+              f"must be whole, paragraphs or sentences, got {self.prompt_scan!r}")
 
 
 @dataclass

@@ -15,6 +15,7 @@ divided by in logit space (jobs/classifier/calibration.py). A folder saved befor
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,13 +55,17 @@ PAIR_INPUTS = ("response", "prompt_and_response")
 
 
 def encode(tokenizer, prompts: list[str], responses: list[str | None], max_length: int,
-           pair_input: str = "prompt_and_response") -> list[list[int]]:
-    """Token ids per row. Prompt-only rows: `[CLS] prompt [SEP]`. Pairs:
-    `[CLS] prompt [SEP] response [SEP]` (the longer side truncated first), or with
-    pair_input="response" `[CLS] [SEP] response [SEP]`: the response in the second
-    segment, as in a pair, so it is never mistaken for a prompt."""
+           pair_input: str = "prompt_and_response", prompt_truncation: str = "head_tail") -> list[list[int]]:
+    """Token ids per row. Prompt-only rows: `[CLS] prompt [SEP]`, a prompt longer than
+    max_length cut by `prompt_truncation` (head_tail: its first quarter and last three
+    quarters of the budget; right: its start). Pairs: `[CLS] prompt [SEP] response [SEP]`
+    (the longer side truncated first), or with pair_input="response" `[CLS] [SEP] response
+    [SEP]`: the response in the second segment, as in a pair, so it is never mistaken for
+    a prompt."""
     if pair_input not in PAIR_INPUTS:
         raise ValueError(f"pair_input must be one of {PAIR_INPUTS}, got {pair_input!r}")
+    if prompt_truncation not in ("head_tail", "right"):
+        raise ValueError(f"prompt_truncation must be head_tail or right, got {prompt_truncation!r}")
     out: list[list[int] | None] = [None] * len(prompts)
     pair_idx = [i for i, r in enumerate(responses) if r is not None]
     single_idx = [i for i, r in enumerate(responses) if r is None]
@@ -70,10 +75,84 @@ def encode(tokenizer, prompts: list[str], responses: list[str | None], max_lengt
         for i, ids in zip(pair_idx, enc["input_ids"]):
             out[i] = ids
     if single_idx:
-        enc = tokenizer([prompts[i] for i in single_idx], truncation=True, max_length=max_length)
-        for i, ids in zip(single_idx, enc["input_ids"]):
+        texts = [prompts[i] for i in single_idx]
+        if prompt_truncation == "right":
+            rows = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+        else:
+            rows = [head_tail(ids, max_length, *_special_counts(tokenizer))
+                    for ids in tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
+        for i, ids in zip(single_idx, rows):
             out[i] = ids
     return out  # type: ignore[return-value]
+
+
+PROMPT_SCANS = ("whole", "paragraphs", "sentences")
+MAX_SEGMENTS = 32
+"""Prompt scanning: at most this many segments per prompt (besides the whole); beyond
+that, consecutive segments are read together."""
+SENTENCE_CHARS = 120
+"""prompt_scan "sentences": consecutive sentences are packed into segments of up to this
+many characters (a single longer sentence is a segment of its own)."""
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_RULE = re.compile(r"[-=*_#~\s]+")
+
+
+def prompt_segments(prompt: str, scan: str = "paragraphs", max_segments: int = MAX_SEGMENTS) -> list[str]:
+    """The parts of a prompt a prompt-only decision reads besides the whole (empty when
+    there is only one): "paragraphs" splits at blank lines (separator lines like "---"
+    dropped); "sentences" also packs each paragraph's sentences into segments of up to
+    SENTENCE_CHARS characters; "whole" reads no parts. A request after a long document
+    ("{article} \n\n Now write ...") is then read on its own, however long the document."""
+    if scan not in PROMPT_SCANS:
+        raise ValueError(f"prompt_scan must be one of {PROMPT_SCANS}, got {scan!r}")
+    if scan == "whole":
+        return []
+    parts = [p.strip() for p in _PARAGRAPH_BREAK.split(prompt)]
+    parts = [p for p in parts if p and not _RULE.fullmatch(p)]
+    if scan == "sentences":
+        parts = [seg for p in parts for seg in _pack(_SENTENCE_END.split(p), SENTENCE_CHARS)]
+    if len(parts) < 2:
+        return []
+    size = -(-len(parts) // max_segments)  # ceil: consecutive segments per group
+    return ["\n\n".join(parts[i:i + size]) for i in range(0, len(parts), size)]
+
+
+def _pack(sentences: list[str], max_chars: int) -> list[str]:
+    out, cur = [], ""
+    for s in (s.strip() for s in sentences):
+        if not s:
+            continue
+        if cur and len(cur) + 1 + len(s) > max_chars:
+            out.append(cur)
+            cur = s
+        else:
+            cur = f"{cur} {s}".strip()
+    return out + ([cur] if cur else [])
+
+
+HEAD_SHARE = 0.25
+"""head_tail truncation: the share of a long prompt's token budget given to its start."""
+
+
+def head_tail(ids: list[int], max_length: int, lead: int, trail: int) -> list[int]:
+    """`ids` (with `lead` special tokens before the text and `trail` after it) cut to
+    max_length by dropping the middle of the text: HEAD_SHARE of the budget from its
+    start, the rest from its end."""
+    if len(ids) <= max_length:
+        return ids
+    text = ids[lead:len(ids) - trail]
+    budget = max_length - lead - trail
+    head = int(budget * HEAD_SHARE)
+    return ids[:lead] + text[:head] + text[len(text) - (budget - head):] + ids[len(ids) - trail:]
+
+
+def _special_counts(tokenizer) -> tuple[int, int]:
+    """(special tokens before, after) a single sequence: (1, 1) for BERT's [CLS] x [SEP]."""
+    probe = tokenizer("a")["input_ids"]
+    text = tokenizer("a", add_special_tokens=False)["input_ids"]
+    lead = next(i for i in range(len(probe)) if probe[i:i + len(text)] == text)
+    return lead, len(probe) - lead - len(text)
 
 
 def pad_batch(rows: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -124,6 +203,10 @@ class DecisionClassifier:
         self.prompt_threshold = float(meta.get("prompt_threshold", self.threshold))
         self.max_length = int(meta.get("max_length", 256))
         self.pair_input = str(meta.get("pair_input", "prompt_and_response"))  # older models read both
+        # Models saved before it existed were trained on short prompts: head_tail reads the
+        # long ones they would have cut after their first max_length tokens.
+        self.prompt_truncation = str(meta.get("prompt_truncation", "head_tail"))
+        self.prompt_scan = str(meta.get("prompt_scan", "paragraphs"))
         # Temperature per row kind; a model saved before calibration existed has none: T = 1.
         calibration = meta.get("calibration") or {}
         self.temperature = float((calibration.get("pairs") or {}).get("temperature", 1.0))
@@ -150,16 +233,30 @@ class DecisionClassifier:
 
     def predict_proba(self, prompts: list[str], responses: list[str | None] | None = None,
                       batch_size: int = 64) -> list[float]:
+        """Calibrated p_refuse per row. A prompt-only row gets the largest p_refuse of the
+        whole prompt and of its segments (prompt_segments, by `prompt_scan`): one harmful
+        request decides, wherever it sits."""
         responses = list(responses) if responses is not None else [None] * len(prompts)
         if len(responses) != len(prompts):
             raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
         # An empty response means "no response yet": the prompt-only decision.
         responses = [r if (r is not None and r.strip()) else None for r in responses]
-        encoded = encode(self.tokenizer, list(prompts), responses, self.max_length, self.pair_input)
+        rows, owner = list(prompts), list(range(len(prompts)))
+        for i, (p, r) in enumerate(zip(prompts, responses)):
+            if r is None:
+                segments = prompt_segments(p, self.prompt_scan)
+                rows += segments
+                owner += [i] * len(segments)
+        row_responses = [responses[i] for i in owner]
+        encoded = encode(self.tokenizer, rows, row_responses, self.max_length, self.pair_input, self.prompt_truncation)
         z = torch.tensor(score_logits(self.model, self.tokenizer, encoded, batch_size, self.device), dtype=torch.float64)
-        t = torch.tensor([self.temperature if r is not None else self.prompt_temperature for r in responses],
+        t = torch.tensor([self.temperature if r is not None else self.prompt_temperature for r in row_responses],
                          dtype=torch.float64)
-        return torch.sigmoid(z / t).tolist()
+        probs = torch.sigmoid(z / t).tolist()
+        out = probs[:len(prompts)]
+        for i, p in zip(owner[len(prompts):], probs[len(prompts):]):
+            out[i] = max(out[i], p)
+        return out
 
     def predict(self, prompts: list[str], responses: list[str | None] | None = None,
                 batch_size: int = 64) -> list[Decision]:

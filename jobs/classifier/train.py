@@ -236,11 +236,11 @@ class ClassifierTrainer:
         self.show_progress = show_progress and rank == 0
         m = cfg.model
         self.train_rows = encode(self.tokenizer, [e.prompt for e in train], [e.response for e in train],
-                                 m.max_length, m.pair_input)
+                                 m.max_length, m.pair_input, m.prompt_truncation)
         self.train_labels = [e.label for e in train]
         self.val = validation
         self.val_rows = encode(self.tokenizer, [e.prompt for e in validation], [e.response for e in validation],
-                               m.max_length, m.pair_input)
+                               m.max_length, m.pair_input, m.prompt_truncation)
         self.steps_per_epoch = max(1, len(self.train_rows) // (cfg.train.batch_size * world_size))
         total = self.steps_per_epoch * cfg.train.epochs
         warmup = int(cfg.train.warmup_ratio * total)
@@ -337,7 +337,9 @@ class ClassifierTrainer:
 
     def save(self, path: Path, meta: dict) -> None:
         """Model, tokenizer and meta.json; meta always says how inputs were encoded."""
-        inputs = {"max_length": self.cfg.model.max_length, "pair_input": self.cfg.model.pair_input}
+        m = self.cfg.model
+        inputs = {"max_length": m.max_length, "pair_input": m.pair_input, "prompt_truncation": m.prompt_truncation,
+                  "prompt_scan": m.prompt_scan}
         save_classifier(self.model, self.tokenizer, {**meta, **inputs}, path)
 
 
@@ -468,7 +470,7 @@ def calibrate_saved(folder: Path, meta: dict, validation: list[Example], min_row
 
     clf = DecisionClassifier.load(folder, device="cpu")  # meta.json without calibration: T = 1
     encoded = encode(clf.tokenizer, [e.prompt for e in validation], [e.response for e in validation],
-                     clf.max_length, clf.pair_input)
+                     clf.max_length, clf.pair_input, clf.prompt_truncation)
     z = score_logits(clf.model, clf.tokenizer, encoded, batch_size, clf.device)
     labels, pair = [e.label for e in validation], [e.is_pair for e in validation]
     kinds = calibrate_kinds(z, labels, pair, min_rows)
