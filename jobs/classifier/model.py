@@ -79,7 +79,8 @@ def encode(tokenizer, prompts: list[str], responses: list[str | None], max_lengt
         if prompt_truncation == "right":
             rows = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
         else:
-            rows = [head_tail(ids, max_length, *_special_counts(tokenizer))
+            lead, trail = _special_counts(tokenizer)
+            rows = [head_tail(ids, max_length, lead, trail)
                     for ids in tokenizer(texts, truncation=False, verbose=False)["input_ids"]]
         for i, ids in zip(single_idx, rows):
             out[i] = ids
@@ -151,8 +152,8 @@ def _special_counts(tokenizer) -> tuple[int, int]:
     """(special tokens before, after) a single sequence: (1, 1) for BERT's [CLS] x [SEP]."""
     probe = tokenizer("a")["input_ids"]
     text = tokenizer("a", add_special_tokens=False)["input_ids"]
-    lead = next(i for i in range(len(probe)) if probe[i:i + len(text)] == text)
-    return lead, len(probe) - lead - len(text)
+    lead = next((i for i in range(len(probe)) if probe[i:i + len(text)] == text), 0)
+    return lead, max(0, len(probe) - lead - len(text))
 
 
 def pad_batch(rows: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
