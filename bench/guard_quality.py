@@ -54,7 +54,7 @@ from jobs.classifier.config import ClassifierJobConfig  # noqa: E402
 from jobs.classifier.model import PROMPT_SCANS, DecisionClassifier  # noqa: E402
 from jobs.classifier.train import load_splits, train_classifier  # noqa: E402
 from jobs.config import from_dict, load_config, to_dict  # noqa: E402
-from jobs.data.readers import DataSource, read_examples  # noqa: E402
+from jobs.data.readers import DataSource, read_examples, read_prompts  # noqa: E402
 from jobs.evaluation.stats import pooled, rate  # noqa: E402
 
 RECIPE = ROOT / "jobs" / "configs" / "classifier_guard.yaml"
@@ -165,7 +165,8 @@ def prompt_folds(settings: dict, sources: list[str], work: Path, limit: int | No
         out = train_classifier(cfg)
         train_s = time.perf_counter() - start
         clf = DecisionClassifier.load(out)
-        harmful = [e.prompt for e in read_examples(from_dict(DataSource, source_of(settings, source)))]
+        records = read_prompts(from_dict(DataSource, source_of(settings, source)))
+        harmful = [r.prompt for r in records]
         safe_rows = [e for e in xstest_prompts if e.meta["type"] in types]
         safe = [e.prompt for e in safe_rows]
         row = {"held_out_source": source, "held_out_xstest_types": types, "train_seconds": train_s,
@@ -184,6 +185,10 @@ def prompt_folds(settings: dict, sources: list[str], work: Path, limit: int | No
                          "train_overlap": sum(p in train_prompts for p in prompts)}
             curve["p"] += probs
             curve["y"] += [int(harmful_set)] * len(prompts)
+            if name == "harmful":  # per category of the source, and the misses (ids, not text)
+                row["harmful_by_category"] = by_category(records, refused)
+                row["harmful_missed"] = [{"id": r.id, "category": r.category, "p_refuse": round(p, 4)}
+                                         for p, hit, r in zip(probs, refused, records) if not hit]
             if name == "xstest_safe":  # per type, and what was refused: where the line is missed
                 row["xstest_safe_by_type"] = {t: {
                     "model": rate(sum(not r for r, e in zip(refused, safe_rows) if e.meta["type"] == t),
@@ -220,6 +225,16 @@ def pair_folds(settings: dict, models: list[str] | None, work: Path) -> tuple[li
     return rows, curve
 
 
+def by_category(records: list, refused: list[bool]) -> dict:
+    """Harmful recall of the model and the keyword baseline per category of a held-out
+    source (Do-Not-Answer's risk areas, HarmBench's semantic categories), largest first."""
+    cats: dict[str, list] = {}
+    for r, hit in zip(records, refused):
+        cats.setdefault(r.category or "-", []).append((hit, keyword_refuses(r.prompt)))
+    return {c: {"model": rate(sum(h for h, _ in v), len(v)), "keyword": rate(sum(k for _, k in v), len(v))}
+            for c, v in sorted(cats.items(), key=lambda kv: -len(kv[1]))}
+
+
 def _fmt(r: dict) -> str:
     if r["rate"] is None:
         return "   -   (n=0)"
@@ -253,6 +268,8 @@ def main() -> int:
     ap.add_argument("--models", default="", help="comma-separated held-out XSTest models (default: all)")
     ap.add_argument("--no-pairs", action="store_true", help="skip the leave-one-model-out pair folds")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "guard_quality.json"))
+    ap.add_argument("--work", default=None,
+                    help="folder for the fold models, kept for later analysis (default: a new temporary folder)")
     ap.add_argument("overrides", nargs="*", help="overrides of the guard recipe, key=value")
     args = ap.parse_args()
     if not (DATA / "classifier" / "xstest_completions_train.csv").is_file():
@@ -261,7 +278,9 @@ def main() -> int:
     user = list(args.overrides) + ([f"train.epochs={args.epochs}"] if args.epochs else [])
     settings = shared_paths(to_dict(load_config(ClassifierJobConfig, RECIPE, user)), args.limit_per_source)
     sources = [s for s in HARMFUL_SOURCES if not args.folds or s in args.folds.split(",")]
-    work = Path(tempfile.mkdtemp(prefix="presafe-guard-bench-"))
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="presafe-guard-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"[guard] fold models in {work}", flush=True)
     folds, prompt_curve = prompt_folds(settings, sources, work, args.limit_per_source)
     pairs, pair_curve = ([], {"p": [], "y": []}) if args.no_pairs else \
         pair_folds(settings, [m for m in args.models.split(",") if m], work)
@@ -280,6 +299,11 @@ def main() -> int:
     for f in folds:
         h = f["harmful"]
         print(f"{f['held_out_source']:20} {_fmt(h['model']):32} {_fmt(h['keyword']):32} {h['train_overlap']:>7}")
+    for f in folds:
+        if len(f.get("harmful_by_category", {})) > 1:
+            print(f"\n{f['held_out_source'] + ' category':40} {'harmful recall':32} {'keyword':32}")
+            for c, r in f["harmful_by_category"].items():
+                print(f"{c[:40]:40} {_fmt(r['model']):32} {_fmt(r['keyword']):32}")
     print(f"\n{'xstest safe type':22} {'model pass':32} {'keyword pass':32}")
     for f in folds:
         for t, r in f.get("xstest_safe_by_type", {}).items():
