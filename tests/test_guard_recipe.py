@@ -395,3 +395,15 @@ def test_recall_by_category_counts_the_model_and_the_keyword_baseline_per_catego
     assert out["privacy"]["keyword"]["k"] == 0
     assert (out["weapons"]["model"]["k"], out["weapons"]["keyword"]["k"]) == (1, 1)
     assert out["-"]["model"]["k"] == 0
+
+
+def test_trade_off_reads_recall_at_a_benign_pass_rate_and_the_auroc():
+    import guard_quality as gq
+
+    out = gq.trade_off([0.9, 0.8, 0.3], [0.1, 0.2, 0.5, 0.95], (0.75, 1.0))
+    assert out["auroc"] == pytest.approx(8 / 12)  # 8 of the 12 (harmful, benign) pairs ordered right
+    at = out["recall_at_pass"]["0.75"]
+    assert at["benign_pass"] == 0.75 and (at["k"], at["n"]) == (2, 3)  # the threshold sits just above 0.5
+    assert out["recall_at_pass"]["1"]["k"] == 0  # passing every benign prompt needs t above 0.95
+    assert gq.trade_off([0.9], [0.1], (0.5,))["auroc"] == 1.0
+    assert gq.trade_off([], [0.1], (0.5,))["auroc"] is None
