@@ -238,8 +238,8 @@ where the recipe's threshold lands)."""
 
 def trade_off(harmful_p: list[float], benign_p: list[float], passes: tuple[float, ...]) -> dict:
     """How well p_refuse separates held-out harmful from held-out benign prompts, free of the
-    threshold: the AUROC, and the harmful recall at the thresholds that let exactly a given
-    share of the benign prompts through. Those thresholds are chosen on the test prompts, so
+    threshold: the AUROC, and the harmful recall at the lowest thresholds that let at least a
+    given share of the benign prompts through. Those thresholds are chosen on the test prompts, so
     the recalls are an upper bound on what any threshold could do, not a deployable number:
     when even they miss a goal, no threshold meets it and the scores themselves must improve."""
     if not harmful_p or not benign_p:
@@ -297,7 +297,7 @@ def main() -> int:
     ap.add_argument("--limit-per-source", type=int, default=None,
                     help="first N rows of every training source, hard-negative set and Alpaca test file (quick runs)")
     ap.add_argument("--folds", default="", help=f"comma-separated held-out harmful sources (default: all of "
-                                                f"{','.join(HARMFUL_SOURCES)})")
+                                                f"{','.join(HARMFUL_SOURCES)}; none: pair folds only)")
     ap.add_argument("--models", default="", help="comma-separated held-out XSTest models (default: all)")
     ap.add_argument("--no-pairs", action="store_true", help="skip the leave-one-model-out pair folds")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "guard_quality.json"))
@@ -310,7 +310,13 @@ def main() -> int:
         return 2
     user = list(args.overrides) + ([f"train.epochs={args.epochs}"] if args.epochs else [])
     settings = shared_paths(to_dict(load_config(ClassifierJobConfig, RECIPE, user)), args.limit_per_source)
-    sources = [s for s in HARMFUL_SOURCES if not args.folds or s in args.folds.split(",")]
+    names = [n for n in args.folds.split(",") if n]
+    unknown = [n for n in names if n not in HARMFUL_SOURCES + ("none",)]
+    if unknown:
+        print(f"--folds: unknown source(s) {unknown}; expected some of {list(HARMFUL_SOURCES)}, or none",
+              file=sys.stderr)
+        return 2
+    sources = [s for s in HARMFUL_SOURCES if not names or s in names]
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="presafe-guard-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"[guard] fold models in {work}", flush=True)

@@ -407,3 +407,12 @@ def test_trade_off_reads_recall_at_a_benign_pass_rate_and_the_auroc():
     assert out["recall_at_pass"]["1"]["k"] == 0  # passing every benign prompt needs t above 0.95
     assert gq.trade_off([0.9], [0.1], (0.5,))["auroc"] == 1.0
     assert gq.trade_off([], [0.1], (0.5,))["auroc"] is None
+
+
+def test_an_unknown_fold_name_is_an_error_not_an_empty_run(shared_data, monkeypatch, capsys):
+    import guard_quality as gq
+
+    monkeypatch.setattr(sys, "argv", ["guard_quality.py", "--folds", "advbnech", "--no-pairs"])
+    assert gq.main() == 2
+    err = capsys.readouterr().err
+    assert "--folds" in err and "advbnech" in err and "malicious_instruct" in err
