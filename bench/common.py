@@ -35,6 +35,28 @@ def table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(out)
 
 
+def pct(r: dict | None) -> str:
+    """A rate as '12.5% [8,20] 16/128' (rate, 95% interval in points, k/n); '-' for none."""
+    if not r or r.get("rate") is None:
+        return "-"
+    return f"{r['rate']:.1%} [{100 * r['lo']:.0f},{100 * r['hi']:.0f}] {r['k']}/{r['n']}"
+
+
+def pair_args(description: str, what: str, default_name: str):
+    """The arguments both comparison benches take: two inputs (A, B), whose judge, the
+    labels of the two columns and the result name."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument(f"{what}_a")
+    ap.add_argument(f"{what}_b")
+    ap.add_argument("--judge", default=None, help="whose verdicts (default: A's headline judge)")
+    ap.add_argument("--label-a", default="A")
+    ap.add_argument("--label-b", default="B")
+    ap.add_argument("--name", default=default_name, help="result file bench/results/<name>.json")
+    return ap.parse_args()
+
+
 def percentile(xs: list[float], q: float) -> float:
     """The q-quantile of xs (nearest rank, no interpolation); nan for none."""
     xs = sorted(xs)

@@ -11,24 +11,11 @@ bench/results/<name>.json.
 
 from __future__ import annotations
 
-import argparse
-
-from common import table, write_result
-
-
-def pct(r: dict) -> str:
-    return f"{r['rate']:.1%} [{100 * r['lo']:.0f},{100 * r['hi']:.0f}] {r['k']}/{r['n']}"
+from common import pair_args, pct, table, write_result
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("job_a")
-    ap.add_argument("job_b")
-    ap.add_argument("--judge", default=None, help="whose verdicts (default: job A's headline judge)")
-    ap.add_argument("--label-a", default="A")
-    ap.add_argument("--label-b", default="B")
-    ap.add_argument("--name", default="compare", help="result file bench/results/<name>.json")
-    args = ap.parse_args()
+    args = pair_args(__doc__, "job", "compare")
 
     from jobs.errors import PresafeError
     from jobs.evaluation.compare import compare_jobs

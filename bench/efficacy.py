@@ -30,16 +30,10 @@ import shutil
 import time
 from pathlib import Path
 
-from common import ROOT, table, write_result
+from common import ROOT, pct, table, write_result
 
 SHARED = Path(__import__("os").environ.get("PRESAFE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 XSTEST_JUDGE = ROOT / "runs" / "judges" / "xstest_classifier"
-
-
-def pct(r: dict | None) -> str:
-    if not r or r.get("rate") is None:
-        return "-"
-    return f"{r['rate']:.1%} [{100 * r['lo']:.0f},{100 * r['hi']:.0f}] {r['k']}/{r['n']}"
 
 
 def main() -> int:
