@@ -263,6 +263,12 @@ class AlignTrainSettings:
     Measured on the demo model (6 tokens x 4, 2 seeds, bench/efficacy.py): greedy CoT-on
     ASR 33.6% -> 21.9%, ASR at T 1.0 not lower (39.8% -> 46.1%), over-refusal unchanged."""
     decision_weight: float = 1.0
+    decision_temperature: float = 1.0
+    """The LM loss of the first `decision_tokens` target tokens is computed on logits / τ:
+    to reach the same loss the model must make those logits τ times sharper, so greedy
+    decoding is unchanged in kind while sampling at T 1.0 draws the decision as if at
+    T 1/τ (a margin for decisions that hold under sampling). 1.0 = off; needs
+    decision_tokens > 0."""
 
     def validate(self) -> None:
         check(self.epochs >= 1, "epochs", "must be >= 1")
@@ -276,6 +282,9 @@ class AlignTrainSettings:
         check(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
         check(self.decision_tokens >= 0, "decision_tokens", "must be >= 0")
         check(1.0 <= self.decision_weight <= 100.0, "decision_weight", "must be in [1, 100]")
+        check(1.0 <= self.decision_temperature <= 10.0, "decision_temperature", "must be in [1, 10]")
+        check(self.decision_temperature == 1.0 or self.decision_tokens > 0, "decision_temperature",
+              "needs decision_tokens > 0 (the tokens it sharpens)")
 
 
 SWEEP_DEPTHS = {"early": 0.25, "middle": 0.5, "late": 0.75}

@@ -197,6 +197,10 @@ def test_bad_align_configs_fail_before_work(tiny_lm, tmp_path):
         check_against_model(pipeline_cfg(tiny_lm, tmp_path, aux={"layers": [9]}).align, tiny_lm)
     with pytest.raises(ConfigError, match=r"align.aux.weight: must be >= 0 \(lambda\)"):
         pipeline_cfg(tiny_lm, tmp_path, aux={"weight": -0.1})
+    with pytest.raises(ConfigError, match=r"align.train.decision_temperature: needs decision_tokens > 0"):
+        pipeline_cfg(tiny_lm, tmp_path, train={"decision_temperature": 2.0})
+    with pytest.raises(ConfigError, match=r"align.train.decision_temperature: must be in \[1, 10\]"):
+        pipeline_cfg(tiny_lm, tmp_path, train={"decision_tokens": 2, "decision_temperature": 0.5})
     assert check_against_model(pipeline_cfg(tiny_lm, tmp_path, aux={"layers": [-1, 2]}).align, tiny_lm) == [4, 2]
     assert check_against_model(pipeline_cfg(tiny_lm, tmp_path).align, tiny_lm) == [3]  # 3/4 depth default
 
@@ -363,3 +367,34 @@ def test_decision_tokens_weigh_more_in_the_lm_loss():
     w = torch.tensor([4.0, 4.0, 1.0, 1.0])
     assert torch.allclose(lm_loss(logits, targets, w), (nll * w).sum() / w.sum())
     assert torch.allclose(lm_loss(logits, targets, torch.ones(4)), lm_loss(logits, targets))
+
+
+def test_decision_temperature_scales_only_the_decision_tokens_logits(tiny_lm):
+    """With decision_temperature tau the LM loss of the first `decision_tokens` target
+    tokens is the cross-entropy of logits / tau; every other token's loss is untouched."""
+    import torch.nn.functional as F
+
+    from jobs.align.losses import shifted_targets
+
+    tok = AutoTokenizer.from_pretrained(tiny_lm)
+    examples = [build_example(tok, r, TemplateConfig(), 128, False, decision_tokens=3) for r in rows(2)]
+    batch = collate(examples, tok.pad_token_id, decision_temperature=2.5)
+    temps = batch["label_temperatures"]
+    for i, e in enumerate(examples):
+        start = next(j for j, lab in enumerate(e.labels) if lab != IGNORE)  # the first target token
+        assert temps[i, start : start + 3].tolist() == [2.5] * 3  # the decision tokens...
+        assert temps[i].sum().item() == pytest.approx(temps.shape[1] + 3 * 1.5)  # ...and only they
+    assert "label_temperatures" not in collate(examples, tok.pad_token_id)  # tau 1: the plain batch
+
+    model = _model(tiny_lm, weight=0.0).eval()
+    with torch.no_grad():
+        got = model(**batch)["lm_loss"]
+        plain = model(**{k: v for k, v in batch.items() if k != "label_temperatures"})["lm_loss"]
+        logits = model.lm(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    positions, targets = shifted_targets(batch["labels"])
+    divisor = torch.ones_like(temps)
+    divisor[:, :-1] = temps[:, 1:]  # label t + 1 is predicted at position t
+    expected = F.cross_entropy(logits[positions] / divisor[positions].unsqueeze(-1), targets)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert plain.item() == pytest.approx(F.cross_entropy(logits[positions], targets).item(), rel=1e-5)
+    assert got.item() != pytest.approx(plain.item(), rel=1e-3)

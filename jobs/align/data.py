@@ -70,10 +70,13 @@ def build_example(tokenizer, row: AlignRow, template: TemplateConfig, max_length
                         min(decision_tokens, len(target_ids)))
 
 
-def collate(examples: list[AlignExample], pad_id: int, decision_weight: float = 1.0) -> dict[str, torch.Tensor]:
+def collate(examples: list[AlignExample], pad_id: int, decision_weight: float = 1.0,
+            decision_temperature: float = 1.0) -> dict[str, torch.Tensor]:
     """Right-padded batch: input_ids/attention_mask/labels [B, T], t_star/signal [B]; with
     decision_weight != 1 also label_weights [B, T]: the first `decision_tokens` target
-    tokens of each row weigh decision_weight in the LM loss, the others 1.
+    tokens of each row weigh decision_weight in the LM loss, the others 1; with
+    decision_temperature != 1 also label_temperatures [B, T]: the same tokens' logits are
+    divided by it in the LM loss, the others by 1.
     Right padding leaves t* where the prompt put it."""
     width = max(len(e.input_ids) for e in examples)
     n = len(examples)
@@ -92,9 +95,16 @@ def collate(examples: list[AlignExample], pad_id: int, decision_weight: float = 
         "signal": torch.tensor([e.signal for e in examples], dtype=torch.float32),
     }
     if decision_weight != 1.0:
-        weights = torch.ones((n, width), dtype=torch.float32)
-        for i, e in enumerate(examples):
-            start = next(j for j, lab in enumerate(e.labels) if lab != IGNORE)  # the first target token
-            weights[i, start : start + e.decision_tokens] = decision_weight
-        out["label_weights"] = weights
+        out["label_weights"] = _decision_map(examples, width, decision_weight)
+    if decision_temperature != 1.0:
+        out["label_temperatures"] = _decision_map(examples, width, decision_temperature)
+    return out
+
+
+def _decision_map(examples: list[AlignExample], width: int, value: float) -> torch.Tensor:
+    """[B, T] ones, with `value` on each row's first `decision_tokens` target labels."""
+    out = torch.ones((len(examples), width), dtype=torch.float32)
+    for i, e in enumerate(examples):
+        start = next(j for j, lab in enumerate(e.labels) if lab != IGNORE)  # the first target token
+        out[i, start : start + e.decision_tokens] = value
     return out

@@ -99,9 +99,11 @@ class PreCoTModel(nn.Module):
             h = F.layer_norm(h, h.shape[-1:])
         return self.head(h).squeeze(-1)
 
-    def forward(self, input_ids, attention_mask, labels, t_star, signal, label_weights=None) -> dict[str, torch.Tensor]:
+    def forward(self, input_ids, attention_mask, labels, t_star, signal, label_weights=None,
+                label_temperatures=None) -> dict[str, torch.Tensor]:
         """input_ids/attention_mask/labels: [B, T]; t_star: [B]; signal: [B] in [0, 1];
-        label_weights: [B, T] per-label LM-loss weights (None = all 1).
+        label_weights: [B, T] per-label LM-loss weights (None = all 1);
+        label_temperatures: [B, T] per-label divisors of the logits in the LM loss (None = 1).
         Returns loss, lm_loss, aux_loss (detached copies for logging) and head_logits [B]
         (at t*; with positions > 1 the aux loss also reads the positions before it)."""
         base = self.lm.get_base_model()
@@ -111,11 +113,9 @@ class PreCoTModel(nn.Module):
         # Project only the target positions onto the vocabulary: prompt tokens carry no
         # LM loss, so their [V]-wide logits would be wasted work and memory.
         token_logits = base.get_output_embeddings()(out.last_hidden_state[positions])  # [N, V]
-        weights = None
-        if label_weights is not None:  # the weight of label t + 1 goes with position t
-            shifted = torch.ones_like(label_weights)
-            shifted[:, :-1] = label_weights[:, 1:]
-            weights = shifted[positions]
+        weights = None if label_weights is None else _at_positions(label_weights, positions)
+        if label_temperatures is not None:
+            token_logits = token_logits / _at_positions(label_temperatures, positions).unsqueeze(-1).to(token_logits.dtype)
         lm = lm_loss(token_logits, targets, weights)
         if self.positions > 1:
             h = pre_cot_positions(out.hidden_states, self.layers, t_star, self.positions)  # [B, P, H]
@@ -128,6 +128,14 @@ class PreCoTModel(nn.Module):
         loss = total_loss(lm, aux, self.aux_weight)
         head_logits = logits[:, -1] if logits.dim() == 2 else logits  # t*
         return {"loss": loss, "lm_loss": lm.detach(), "aux_loss": aux.detach(), "head_logits": head_logits.detach()}
+
+
+def _at_positions(per_label: torch.Tensor, positions) -> torch.Tensor:
+    """[B, T] per-label values -> [N] at the predicting positions: label t + 1 is predicted
+    at position t (the last position predicts nothing and gets 1)."""
+    shifted = torch.ones_like(per_label)
+    shifted[:, :-1] = per_label[:, 1:]
+    return shifted[positions]
 
 
 def save_head(state: dict[str, torch.Tensor], folder, layers: list[int], pooling: str,

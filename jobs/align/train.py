@@ -119,7 +119,8 @@ class AlignTrainer:
         perm = torch.randperm(len(self.examples), generator=g).tolist()
         shard = perm[self.rank :: self.world_size]
         idx = shard[within * a.batch_size : (within + 1) * a.batch_size]
-        batch = collate([self.examples[i] for i in idx], self.tokenizer.pad_token_id, a.decision_weight)
+        batch = collate([self.examples[i] for i in idx], self.tokenizer.pad_token_id, a.decision_weight,
+                        a.decision_temperature)
         return {k: v.to(self.engine.device) for k, v in batch.items()}
 
     # -- one step -------------------------------------------------------------------------
