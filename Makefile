@@ -1,6 +1,7 @@
 # presafe: the two commands of the quick start.
 #   make run    the main job through the service: `presafe up`, the quickstart pipeline submitted over
-#               REST and followed, the job's classifier queried; the demo model is a simulation (~20 min)
+#               REST and followed, the job's classifier queried; the demo model is a simulation
+#               (~28 min on 2 cores with the one-time demo-model build, ~17 after)
 #   make test   create .venv if missing, install everything, run the whole suite
 PYTHON ?= python3.11
 VENV ?= .venv

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
     demo = sub.add_parser("demo-model", help="the demo reasoning model (a simulation)").add_subparsers(
         dest="action", required=True)
-    build = demo.add_parser("build", help="build it once into $PRESAFE_HOME (about 7 minutes on 2 CPU cores)")
+    build = demo.add_parser("build", help="build it once into $PRESAFE_HOME (7-9 minutes on 2 CPU cores)")
     build.add_argument("--force", action="store_true", help="rebuild even if it is already built")
 
     ex = sub.add_parser("export", help="a job's adapter (or the merged model) as a standalone folder with a model "

@@ -39,7 +39,7 @@ REFUSAL_MARKERS = ("i'm sorry", "i can't", "i cannot", "i won't", "i must declin
 
 @dataclass
 class DemoBuildConfig:
-    """How the demo model is trained (defaults: about 7 minutes on 2 CPU cores)."""
+    """How the demo model is trained (defaults: 7-9 minutes on 2 CPU cores)."""
 
     base: str = "embedded:smollm2-135m-instruct"
     epochs: int = 2

@@ -103,7 +103,7 @@ def list_models() -> list[EmbeddedModel]:
     demo = cache_dir() / "models" / DEMO
     ready = (demo / "presafe_demo.json").exists()
     out.append(EmbeddedModel(PREFIX + DEMO, "demo reasoning model (SIMULATION)", demo if ready else None, ready,
-                             "built from smollm2" if ready else "run `presafe demo-model build` (~7 min on 2 cores)"))
+                             "built from smollm2" if ready else "run `presafe demo-model build` (7-9 min on 2 cores)"))
     return out
 
 
