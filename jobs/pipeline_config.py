@@ -270,7 +270,8 @@ class AlignTrainSettings:
     T 1/τ (a margin for decisions that hold under sampling). 1.0 = off; needs
     decision_tokens > 0. Measured on the demo model (τ 2 on the quickstart's setting, 2
     seeds, n 128 per rate, docs/alignment_results.md): CoT-on ASR at T 1.0 35.9% -> 25.8%
-    (λ 0: 41.4% -> 27.3%, p 0.025), greedy 13.3% -> 19.5%, over-refusal 7.0% -> 10.9%."""
+    (λ 0: 41.4% -> 27.3%, p 0.025), greedy 13.3% -> 19.5%, over-refusal 7.0% -> 10.9%;
+    with decision_weight 8 greedy stays at 22.7%."""
 
     def validate(self) -> None:
         check(self.epochs >= 1, "epochs", "must be >= 1")
