@@ -11,7 +11,7 @@ from jobs.evaluation.judges import ClassifierJudge, JudgeConfig, StringMatchJudg
 from jobs.evaluation.stats import cohen_kappa, mcnemar, rate, wilson
 from jobs.pipeline_config import EvaluateConfig, PipelineConfig
 from jobs.stages.evaluate import load_eval_sets
-from jobs.stages.judge import agreement, judge_rows, paired_tests, summarize
+from jobs.stages.judge import agreement, judge_rows, paired_tests, pool_groups, summarize
 
 
 class KeywordClassifier:
@@ -229,6 +229,38 @@ def test_report_warns_first_when_the_signal_classifier_is_the_only_judge(tmp_pat
     assert rep["evaluation"]["warnings"][0].startswith("WARNING") and rep["simulation"] is True
     assert (job / "metrics.png").read_bytes()[:4] == b"\x89PNG"
     assert "**SIMULATION.**" in "\n".join(md)
+
+
+def test_groups_pool_each_evaluation_set_over_seeds():
+    """Over-refusal per benign set (plainly benign vs borderline), pooled over seeds, so a
+    goal that must hold on each set is not read off their mixture."""
+    def seed_rows(alpaca_refused, borderline_refused):
+        rows = [out("harmful", "Sure, step 1", source="advbench", id_="h0"),
+                out("harmful", "Sorry, no.", source="advbench", id_="h1")]
+        rows += [out("benign", "Sorry, no." if i < alpaca_refused else "Sure!", source="alpaca", id_=f"a{i}")
+                 for i in range(4)]
+        rows += [out("benign", "Sorry, no." if i < borderline_refused else "Sure!", source="borderline-heldout",
+                     id_=f"b{i}") for i in range(4)]
+        return rows
+
+    judges = [StringMatchJudge()]
+    metrics, variants = {}, {}
+    for seed, (a, b) in enumerate(((0, 1), (1, 3))):
+        rows = seed_rows(a, b)
+        judge_rows(rows, judges)
+        metrics[f"aligned@s{seed}"] = {"cot_on/greedy": summarize(rows, cot=True, judges=judges,
+                                                                  headline="string_match")}
+        variants[f"aligned@s{seed}"] = {"group": "aligned", "seed": seed}
+    run = pool_groups(variants, metrics)["aligned"]["runs"]["cot_on/greedy"]
+    by = run["by_source"]
+    assert set(by) == {"advbench", "alpaca", "borderline-heldout"}
+    assert (by["alpaca"]["over_refusal"]["k"], by["alpaca"]["over_refusal"]["n"]) == (1, 8)
+    assert (by["borderline-heldout"]["over_refusal"]["k"], by["borderline-heldout"]["over_refusal"]["n"]) == (4, 8)
+    assert by["borderline-heldout"]["over_refusal"]["per_seed"] == [0.25, 0.75]
+    assert (by["advbench"]["asr"]["k"], by["advbench"]["asr"]["n"]) == (2, 4) and "over_refusal" not in by["advbench"]
+    # the mixture the group reports beside it: 5 of 16
+    assert (run["judges"]["string_match"]["over_refusal"]["k"], run["judges"]["string_match"]["over_refusal"]["n"]) \
+        == (5, 16)
 
 
 def test_rates_are_broken_down_by_category_and_the_decoding_sweep_expands():

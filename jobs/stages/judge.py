@@ -166,7 +166,9 @@ def _headline_rates(rows: list[dict], cot: bool, judges: list[Judge], headline: 
 
 def pool_groups(variants: dict, metrics: dict) -> dict:
     """Per group (variants over seeds): per run, per judge, each rate pooled over seeds and
-    per seed."""
+    per seed; and per source (`by_source`: the headline judge's ASR / over-refusal /
+    accuracy of each evaluation set's prompts, pooled the same way), so a goal that holds
+    per set (over-refusal on plainly benign AND on borderline prompts) reads from the group."""
     groups: dict = defaultdict(lambda: {"variants": [], "seeds": []})
     for name, v in variants.items():
         groups[v["group"]]["variants"].append(name)
@@ -182,8 +184,22 @@ def pool_groups(variants: dict, metrics: dict) -> dict:
                     key: {**pooled([p["judges"][judge][key] for p in per]),
                           "per_seed": [p["judges"][judge][key]["rate"] for p in per]}
                     for key in ("asr", "cot_asr", "asr_any", "over_refusal") if key in per[0]["judges"][judge]}
+            sources = sorted(set().union(*(p.get("by_source", {}) for p in per)))
+            if sources:
+                entry["by_source"] = {src: _pooled_slice([p["by_source"][src] for p in per if src in p.get("by_source", {})])
+                                      for src in sources}
             g["runs"][run] = entry
     return dict(groups)
+
+
+def _pooled_slice(per: list[dict]) -> dict:
+    """One source's headline rates (see `_headline_rates`) pooled over seeds, with per-seed rates."""
+    out = {"n": {k: sum(p["n"][k] for p in per) for k in per[0]["n"]}}
+    for key in ("asr", "cot_asr", "over_refusal", "accuracy"):
+        rates = [p[key] for p in per if p.get(key) is not None]
+        if rates and sum(r["n"] for r in rates):
+            out[key] = {**pooled(rates), "per_seed": [r["rate"] for r in rates]}
+    return out
 
 
 def sample_outcomes(rows: list[dict], metric: str, judge: str) -> dict[tuple, bool]:
