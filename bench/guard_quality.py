@@ -1,7 +1,7 @@
 """Guard quality: both questions of /v1/classify, with whole sources held out.
 
     .venv/bin/python bench/guard_quality.py [--epochs 3] [--limit-per-source N] [--folds advbench,harmbench]
-                                            [--models gpt4] [--no-pairs] [key=value ...]
+                                            [--models gpt4] [--no-pairs] [--own-kinds] [key=value ...]
 
 The recipe is jobs/configs/classifier_guard.yaml (`key=value` overrides it, e.g.
 `model.backbone=...`). A split of the same sources would flatter it (AdvBench and
@@ -15,7 +15,11 @@ the model never trained on:
   its held-out types (benign pass) and on Alpaca's validation file (benign pass: the
   recipe trains on the train file only). Over the four folds every safe type is tested
   once. `train_overlap` counts test prompts found verbatim among the fold's training
-  prompts (another source may hold the same request).
+  prompts (another source may hold the same request; the rate without them is
+  `model_unseen_verbatim`). Strict by default: presafe's own borderline prompts of the
+  held-out kinds leave training too; `--own-kinds` keeps them (only XSTest's rows of the
+  types are held out), which is what the served recipe has: does presafe's writing of a
+  kind carry over to XSTest's prompts of it?
 - pair folds: the XSTest leave-one-model-out protocol of bench/classifier_quality.py
   (`model_folds`), with the guard recipe.
 
@@ -97,9 +101,13 @@ def held_out_types(fold: int, folds: int = len(HARMFUL_SOURCES)) -> list[str]:
     return list(XSTEST_SAFE_TYPES[fold::folds])
 
 
-def prompt_fold_config(settings: dict, source: str, types: list[str], output: Path) -> ClassifierJobConfig:
-    """The recipe trained without harmful `source` and without XSTest rows of `types`."""
-    return fold_config(settings, output, exclude={"source": [source], "type": types})
+def prompt_fold_config(settings: dict, source: str, types: list[str], output: Path,
+                       own_kinds: bool = False) -> ClassifierJobConfig:
+    """The recipe trained without harmful `source` and without rows of the safe `types`:
+    every source's (strict: presafe's own borderline prompts of those kinds too) or, with
+    `own_kinds`, XSTest's only (presafe's own prompts of the kinds stay, as in the served
+    recipe)."""
+    return fold_config(settings, output, exclude={"source": [source], ("xstest.type" if own_kinds else "type"): types})
 
 
 def source_of(settings: dict, fmt: str) -> dict:
@@ -148,7 +156,8 @@ def padding_rows(clf: DecisionClassifier, harmful: list[str], benign: list[str],
     return out
 
 
-def prompt_folds(settings: dict, sources: list[str], work: Path, limit: int | None) -> tuple[list[dict], dict]:
+def prompt_folds(settings: dict, sources: list[str], work: Path, limit: int | None,
+                 own_kinds: bool = False) -> tuple[list[dict], dict]:
     """One training per held-out harmful source; per fold the held-out rates of the model and
     the keyword baseline. Also returns every held-out (p_refuse, label) for the ECE."""
     xstest = source_of(settings, "xstest")
@@ -160,7 +169,7 @@ def prompt_folds(settings: dict, sources: list[str], work: Path, limit: int | No
     folds, curve = [], {"p": [], "y": []}
     for k, source in enumerate(sources):
         types = held_out_types(HARMFUL_SOURCES.index(source))
-        cfg = prompt_fold_config(settings, source, types, work / f"without-{source}")
+        cfg = prompt_fold_config(settings, source, types, work / f"without-{source}", own_kinds)
         train_rows = load_splits(cfg.data, cfg.model.pair_input).train
         train_prompts = {e.prompt for e in train_rows}
         start = time.perf_counter()
@@ -171,7 +180,8 @@ def prompt_folds(settings: dict, sources: list[str], work: Path, limit: int | No
         harmful = [r.prompt for r in records]
         safe_rows = [e for e in xstest_prompts if e.meta["type"] in types]
         safe = [e.prompt for e in safe_rows]
-        row = {"held_out_source": source, "held_out_xstest_types": types, "train_seconds": train_s,
+        row = {"held_out_source": source, "held_out_xstest_types": types, "own_kinds_kept": own_kinds,
+               "train_seconds": train_s,
                "train_rows": len(train_rows),
                "hard_negative_rows": sum(bool(e.meta.get("hard_negative")) for e in train_rows),
                "mined_hard_negative_rows": sum(bool(e.meta.get("mined")) for e in train_rows),
@@ -187,6 +197,10 @@ def prompt_folds(settings: dict, sources: list[str], work: Path, limit: int | No
             row[name] = {"model": rate(hits, len(prompts)),
                          "keyword": rate(base if harmful_set else len(prompts) - base, len(prompts)),
                          "train_overlap": sum(p in train_prompts for p in prompts)}
+            if row[name]["train_overlap"]:  # the rate on the prompts training never held verbatim
+                unseen = [r for p, r in zip(prompts, refused) if p not in train_prompts]
+                hits_unseen = sum(unseen) if harmful_set else len(unseen) - sum(unseen)
+                row[name]["model_unseen_verbatim"] = rate(hits_unseen, len(unseen))
             curve["p"] += probs
             curve["y"] += [int(harmful_set)] * len(prompts)
             if name == "harmful":  # per category of the source, and the misses (ids, not text)
@@ -301,6 +315,10 @@ def main() -> int:
     ap.add_argument("--models", default="", help="comma-separated held-out XSTest models (default: all)")
     ap.add_argument("--no-pairs", action="store_true", help="skip the leave-one-model-out pair folds")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "guard_quality.json"))
+    ap.add_argument("--own-kinds", action="store_true",
+                    help="hold out XSTest's rows of a fold's safe types but keep presafe's own borderline prompts "
+                         "of those kinds (builtin:borderline-train), as the served recipe has them; default: strict, "
+                         "both held out")
     ap.add_argument("--work", default=None,
                     help="folder for the fold models, kept for later analysis (default: a new temporary folder)")
     ap.add_argument("overrides", nargs="*", help="overrides of the guard recipe, key=value")
@@ -320,7 +338,7 @@ def main() -> int:
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="presafe-guard-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"[guard] fold models in {work}", flush=True)
-    folds, prompt_curve = prompt_folds(settings, sources, work, args.limit_per_source)
+    folds, prompt_curve = prompt_folds(settings, sources, work, args.limit_per_source, args.own_kinds)
     pairs, pair_curve = ([], {"p": [], "y": []}) if args.no_pairs else \
         pair_folds(settings, [m for m in args.models.split(",") if m], work)
     summary = summarize(folds, pairs)

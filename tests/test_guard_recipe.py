@@ -137,6 +137,31 @@ def test_leave_one_source_out_never_trains_on_the_held_out_source(tmp_path):
     assert sorted(covered) == sorted(gq.XSTEST_SAFE_TYPES)
 
 
+def test_own_kinds_fold_holds_out_xstest_types_and_keeps_presafes_prompts_of_them(tmp_path):
+    """--own-kinds: XSTest's homonyms leave training, presafe's own homonyms stay (strict
+    folds drop both)."""
+    import guard_quality as gq
+
+    f = _files(tmp_path)
+    xs = _xstest_csv(tmp_path / "xstest.csv")
+    settings = to_dict(from_dict(ClassifierJobConfig, {"data": {
+        "sources": [{"path": str(xs), "format": "xstest"}, f["harm"], f["benign"]],
+        "hard_negatives": [{"path": str(xs), "format": "xstest", "categories": ["homonyms"]},
+                           {"path": "builtin:borderline-train", "format": "builtin"}],
+        "builtin_phrasings": False}}))
+    own_homonyms = {p.prompt for p in borderline_prompts("borderline-train") if p.category == "homonyms"}
+    assert own_homonyms
+    for own_kinds in (False, True):
+        cfg = gq.prompt_fold_config(settings, "advbench", ["homonyms"], tmp_path / "out", own_kinds=own_kinds)
+        d = load_splits(cfg.data, cfg.model.pair_input)
+        seen = d.train + d.validation
+        assert not [e for e in seen if e.source == "xstest" and e.meta.get("type") == "homonyms"]
+        kept = {e.prompt for e in seen if e.meta.get("type") == "homonyms"}
+        assert kept == (own_homonyms if own_kinds else set())
+        # other kinds of presafe's set are trained either way
+        assert any(e.meta.get("type") == "figurative_language" for e in d.train)
+
+
 def test_leave_one_source_out_on_the_shipped_recipe(shared_data):
     import guard_quality as gq
 

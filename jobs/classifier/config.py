@@ -127,7 +127,10 @@ class ClassifierDataConfig:
     exclude: dict[str, list[str]] = field(default_factory=dict)
     """Leave out every row (sources and hard negatives) whose `source`, or meta value
     (e.g. XSTest's `type`), is listed: `{source: [advbench], type: [homonyms]}` trains a
-    classifier that never saw those prompts (bench/guard_quality.py's held-out folds)."""
+    classifier that never saw those prompts (bench/guard_quality.py's held-out folds). A key
+    `<source>.<meta key>` limits it to one source's rows: `{xstest.type: [homonyms]}` leaves
+    out XSTest's homonyms and keeps presafe's own (`builtin:borderline-train`'s kinds are
+    named after XSTest's types)."""
 
     def validate(self) -> None:
         check(len(self.sources) > 0, "sources", "needs at least one data source")

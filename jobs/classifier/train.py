@@ -104,12 +104,19 @@ def load_splits(cfg: ClassifierDataConfig, pair_input: str = "response") -> Clas
 
 
 def excluded(rows: list[Example], exclude: dict[str, list[str]]) -> list[Example]:
-    """`rows` without those whose source (key `source`) or meta[key] is listed in `exclude`."""
+    """`rows` without those whose source (key `source`) or meta[key] is listed in `exclude`;
+    a key `<source>.<meta key>` (`xstest.type`) applies to that source's rows only."""
     if not exclude:
         return rows
 
-    def value(e: Example, key: str) -> str:
-        return e.source if key == "source" else str(e.meta.get(key, ""))
+    def value(e: Example, key: str) -> str | None:
+        if key == "source":
+            return e.source
+        if "." in key:
+            source, key = key.rsplit(".", 1)
+            if e.source != source:
+                return None
+        return str(e.meta.get(key, ""))
 
     return [e for e in rows if not any(value(e, k) in set(vs) for k, vs in exclude.items())]
 
