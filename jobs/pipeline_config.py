@@ -39,7 +39,8 @@ class PromptSets:
     harmful: list[DataSource] = field(default_factory=list)
     benign: list[DataSource] = field(default_factory=list)
     limit_per_set: int | None = None
-    """Keep at most N prompts from each source (for quick runs)."""
+    """Keep at most N prompts from each source that sets no `limit` of its own (a source's
+    `limit` replaces this one for it, so one set can be taken whole or cut harder)."""
 
     def validate(self) -> None:
         # (a pipeline job needs harmful or benign prompts: checked by PipelineConfig, since

@@ -294,3 +294,22 @@ def test_xstest_prompts_filtered_by_type_and_kept_out_of_the_wrong_section(share
     benign = [from_dict(DataSource, {"path": path, "format": "xstest", "categories": ["homonyms", "contrast_homonyms"]})]
     with pytest.raises(DataError, match=r"prompts.benign: .* 25 XSTest prompts labelled unsafe .*contrast_homonyms"):
         load_prompts(PromptSets(benign=benign))
+
+
+def test_a_sources_own_limit_replaces_limit_per_set():
+    """The quickstart caps every set at 48; a set with its own `limit` is taken to that
+    limit instead (borderline-train holds 188 prompts)."""
+    from jobs.pipeline_config import PromptSets
+    from jobs.stages.decide import load_prompts
+
+    def sets(**border):
+        return PromptSets(harmful=[src(path="builtin:demo-harmful-train", format="builtin")],
+                          benign=[src(path="builtin:borderline-train", format="builtin", **border)],
+                          limit_per_set=48)
+
+    def counted(records):
+        return sum(r.source == "borderline-train" for r in records), sum(r.harmful for r in records)
+
+    assert counted(load_prompts(sets())) == (48, 48)
+    assert counted(load_prompts(sets(limit=120))) == (120, 48)
+    assert counted(load_prompts(sets(limit=10))) == (10, 48)

@@ -35,9 +35,9 @@ def load_prompts(sets: PromptSets) -> list[PromptRecord]:
                 raise DataError(f"{section}: {src.path} has {len(wrong)} XSTest prompts labelled "
                                 f"{'safe' if harmful else 'unsafe'} (types {sorted({r.category for r in wrong})}); "
                                 "keep the right types with `categories: [...]`")
-            taken = 0
+            taken, cap = 0, (None if src.limit else sets.limit_per_set)  # read_prompts cut to src.limit
             for r in records:
-                if sets.limit_per_set and taken >= sets.limit_per_set:
+                if cap and taken >= cap:
                     break
                 if r.prompt in seen:
                     continue
