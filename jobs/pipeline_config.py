@@ -273,6 +273,10 @@ class AlignTrainSettings:
     seeds, n 128 per rate, docs/alignment_results.md): CoT-on ASR at T 1.0 35.9% -> 25.8%
     (λ 0: 41.4% -> 27.3%, p 0.025), greedy 13.3% -> 19.5%, over-refusal 7.0% -> 10.9%;
     with decision_weight 8 greedy stays at 22.7%."""
+    refusal_share: float | None = None
+    """Share of refusal targets in each epoch: the side short of it is repeated (rows are
+    never dropped), so adding benign prompts (borderline sets) does not dilute the refusals.
+    None = the targets' natural mix."""
 
     def validate(self) -> None:
         check(self.epochs >= 1, "epochs", "must be >= 1")
@@ -289,6 +293,8 @@ class AlignTrainSettings:
         check(1.0 <= self.decision_temperature <= 10.0, "decision_temperature", "must be in [1, 10]")
         check(self.decision_temperature == 1.0 or self.decision_tokens > 0, "decision_temperature",
               "needs decision_tokens > 0 (the tokens it sharpens)")
+        check(self.refusal_share is None or 0.05 <= self.refusal_share <= 0.95, "refusal_share",
+              "must be in [0.05, 0.95] or null (the natural mix)")
 
 
 SWEEP_DEPTHS = {"early": 0.25, "middle": 0.5, "late": 0.75}

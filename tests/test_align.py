@@ -9,12 +9,12 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from jobs.align.data import AlignRow, build_example, collate
+from jobs.align.data import AlignRow, build_example, collate, epoch_order, refusal_share_counts
 from jobs.align.losses import IGNORE
 from jobs.align.model import PreCoTModel, add_lora, check_against_model
 from jobs.align.train import AlignTrainer, latest_local_checkpoint
 from jobs.config import from_dict
-from jobs.errors import ConfigError
+from jobs.errors import ConfigError, DataError
 from jobs.pipeline_config import LoraSettings, PipelineConfig
 from jobs.templates import TemplateConfig, prompt_texts
 
@@ -201,6 +201,8 @@ def test_bad_align_configs_fail_before_work(tiny_lm, tmp_path):
         pipeline_cfg(tiny_lm, tmp_path, train={"decision_temperature": 2.0})
     with pytest.raises(ConfigError, match=r"align.train.decision_temperature: must be in \[1, 10\]"):
         pipeline_cfg(tiny_lm, tmp_path, train={"decision_tokens": 2, "decision_temperature": 0.5})
+    with pytest.raises(ConfigError, match=r"align.train.refusal_share: must be in \[0.05, 0.95\] or null"):
+        pipeline_cfg(tiny_lm, tmp_path, train={"refusal_share": 1.0})
     assert check_against_model(pipeline_cfg(tiny_lm, tmp_path, aux={"layers": [-1, 2]}).align, tiny_lm) == [4, 2]
     assert check_against_model(pipeline_cfg(tiny_lm, tmp_path).align, tiny_lm) == [3]  # 3/4 depth default
 
@@ -398,3 +400,37 @@ def test_decision_temperature_scales_only_the_decision_tokens_logits(tiny_lm):
     assert got.item() == pytest.approx(expected.item(), rel=1e-5)
     assert plain.item() == pytest.approx(F.cross_entropy(logits[positions], targets).item(), rel=1e-5)
     assert got.item() != pytest.approx(plain.item(), rel=1e-3)
+
+
+def test_refusal_share_repeats_the_short_side_and_drops_no_row():
+    g = torch.Generator().manual_seed(0)
+    # 3 refusals among 13 rows (23%) at a share of 0.5: 10 refusal slots, each row 3 or 4 times
+    refuse = [True] * 3 + [False] * 10
+    order = epoch_order(refuse, 0.5, g)
+    counts = [order.count(i) for i in range(13)]
+    assert sum(counts[:3]) == 10 and sorted(counts[:3]) == [3, 3, 4]
+    assert counts[3:] == [1] * 10  # every comply row once: none dropped, none repeated
+    # the other side short: 8 refusals, 2 comply rows at 0.5 -> comply rows 4 times each
+    assert refusal_share_counts(8, 2, 0.5) == (8, 8)
+    assert sorted(epoch_order([True] * 8 + [False] * 2, 0.5, g)) == list(range(8)) + [8] * 4 + [9] * 4
+    # already at or past the share on the short side: kept as is, never cut
+    assert refusal_share_counts(5, 5, 0.3) == (5, 12)
+    # no share: the natural mix, the same order as a plain permutation with the same seed
+    assert epoch_order(refuse, None, torch.Generator().manual_seed(7)) == \
+        torch.randperm(13, generator=torch.Generator().manual_seed(7)).tolist()
+    with pytest.raises(DataError, match="refusal_share=0.4 needs both refuse and comply targets; got 0 refuse"):
+        epoch_order([False] * 4, 0.4, g)
+
+
+def test_trainer_draws_refusals_at_the_configured_share(tiny_lm, tmp_path):
+    few_refusals = [r for r in rows(12) if r.decision == "comply"] + [r for r in rows(12) if r.decision == "refuse"][:4]
+    cfg = pipeline_cfg(tiny_lm, tmp_path, train={"refusal_share": 0.5})
+    trainer = AlignTrainer(cfg, few_refusals, checkpoint_root=tmp_path / "ck", show_progress=False)
+    assert trainer.epoch_size == 24  # 12 comply + 4 refusals repeated to 12
+    seen = torch.cat([trainer.micro_batch(i)["signal"] for i in range(trainer.micro_per_epoch)])
+    assert len(seen) == 24 and int((seen > 0.5).sum()) == 12
+    natural = AlignTrainer(pipeline_cfg(tiny_lm, tmp_path / "n"), few_refusals, checkpoint_root=tmp_path / "ck2",
+                           show_progress=False)
+    assert natural.epoch_size == 16
+    seen = torch.cat([natural.micro_batch(i)["signal"] for i in range(natural.micro_per_epoch)])
+    assert int((seen > 0.5).sum()) == 4

@@ -70,6 +70,39 @@ def build_example(tokenizer, row: AlignRow, template: TemplateConfig, max_length
                         min(decision_tokens, len(target_ids)))
 
 
+def refusal_share_counts(n_refuse: int, n_comply: int, share: float | None) -> tuple[int, int]:
+    """Refusal and comply rows in one epoch when refusal rows are to make up `share` of it:
+    the side short of its share is repeated (nothing is dropped), the other kept as is.
+    None: the natural mix. Raises DataError when a share is asked of a side with no rows."""
+    if share is None:
+        return n_refuse, n_comply
+    if n_refuse == 0 or n_comply == 0:
+        raise DataError(f"align.train.refusal_share={share} needs both refuse and comply targets; "
+                        f"got {n_refuse} refuse and {n_comply} comply")
+    if n_refuse / (n_refuse + n_comply) < share:
+        return max(n_refuse, round(share * n_comply / (1 - share))), n_comply
+    return n_refuse, max(n_comply, round((1 - share) * n_refuse / share))
+
+
+def epoch_order(refuse: list[bool], share: float | None, generator: torch.Generator) -> list[int]:
+    """One epoch's order of example indices: each example once, shuffled; with `share`,
+    the short side's rows repeated so refusal rows make up `share` of the epoch (each
+    row floor or ceil times, the extra copies drawn at random, so no row is favoured)."""
+    if share is None:
+        return torch.randperm(len(refuse), generator=generator).tolist()
+    refuse_ids = [i for i, r in enumerate(refuse) if r]
+    comply_ids = [i for i, r in enumerate(refuse) if not r]
+    want_r, want_c = refusal_share_counts(len(refuse_ids), len(comply_ids), share)
+    order = _repeat_to(refuse_ids, want_r, generator) + _repeat_to(comply_ids, want_c, generator)
+    return [order[i] for i in torch.randperm(len(order), generator=generator).tolist()]
+
+
+def _repeat_to(ids: list[int], count: int, generator: torch.Generator) -> list[int]:
+    whole, extra = divmod(count, len(ids)) if ids else (0, 0)
+    picks = torch.randperm(len(ids), generator=generator)[:extra].tolist() if extra else []
+    return ids * whole + [ids[i] for i in picks]
+
+
 def collate(examples: list[AlignExample], pad_id: int, decision_weight: float = 1.0,
             decision_temperature: float = 1.0) -> dict[str, torch.Tensor]:
     """Right-padded batch: input_ids/attention_mask/labels [B, T], t_star/signal [B]; with

@@ -25,7 +25,7 @@ import torch
 from tqdm.auto import tqdm
 
 from jobs import events
-from jobs.align.data import AlignRow, build_example, collate, read_rows
+from jobs.align.data import AlignRow, build_example, collate, epoch_order, read_rows, refusal_share_counts
 from jobs.align.model import PreCoTModel, add_lora, check_against_model, save_head
 from jobs.artifacts import publish_dir
 from jobs.config import from_dict, to_dict
@@ -72,12 +72,15 @@ class AlignTrainer:
         built = [build_example(self.tokenizer, r, cfg.template, a.train.max_length, hard, a.train.decision_tokens)
                  for r in rows]
         self.examples = [e for e in built if e is not None]
+        self.refuse = [r.decision == "refuse" for r, e in zip(rows, built) if e is not None]
         self.skipped = len(built) - len(self.examples)
         if not self.examples:
             raise DataError(f"all {len(built)} targets are longer than align.train.max_length="
                             f"{a.train.max_length} tokens (prompt + target + eos); they are dropped, never "
                             "truncated: raise max_length or shorten the targets (targets.self_generation)")
-        per_rank = len(self.examples) // world_size
+        self.epoch_size = sum(refusal_share_counts(sum(self.refuse), len(self.refuse) - sum(self.refuse),
+                                                   a.train.refusal_share))
+        per_rank = self.epoch_size // world_size
         self.micro_per_epoch = per_rank // a.train.batch_size
         if self.micro_per_epoch == 0:
             raise DataError(f"{len(self.examples)} usable targets are fewer than one batch "
@@ -116,7 +119,7 @@ class AlignTrainer:
         a = self.cfg.align.train
         epoch, within = divmod(index, self.micro_per_epoch)
         g = torch.Generator().manual_seed(a.seed * 1000 + epoch)
-        perm = torch.randperm(len(self.examples), generator=g).tolist()
+        perm = epoch_order(self.refuse, a.refusal_share, g)
         shard = perm[self.rank :: self.world_size]
         idx = shard[within * a.batch_size : (within + 1) * a.batch_size]
         batch = collate([self.examples[i] for i in idx], self.tokenizer.pad_token_id, a.decision_weight,
@@ -262,6 +265,8 @@ class AlignTrainer:
                 "aux_weight": self.cfg.align.aux.weight,
                 "examples": len(self.examples),
                 "skipped_too_long": self.skipped,
+                "refusal_examples": sum(self.refuse),
+                "epoch_examples": self.epoch_size,
                 "config": to_dict(self.cfg),
             }
             (out / META).write_text(json.dumps(meta, indent=2, default=str))
@@ -445,6 +450,8 @@ def training_fingerprint(cfg: PipelineConfig, rows: list[AlignRow]) -> str:
         align.pop(key, None)
     for key in ("storage_path", "shared_filesystem", "max_failures"):
         align["scale"].pop(key, None)
+    if align["train"].get("refusal_share") is None:  # unset: fingerprints from before the setting stand
+        align["train"].pop("refusal_share", None)
     data = {"model": cfg.model, "dtype": cfg.dtype, "template": to_dict(cfg.template), "align": align,
             # An empty prefix is left out, so rows written before recovery rows existed keep their fingerprint.
             "rows": [{k: v for k, v in r.__dict__.items() if k != "prefix" or v} for r in rows]}
