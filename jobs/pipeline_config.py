@@ -276,7 +276,9 @@ class AlignTrainSettings:
     refusal_share: float | None = None
     """Share of refusal targets in each epoch: the side short of it is repeated (rows are
     never dropped), so adding benign prompts (borderline sets) does not dilute the refusals.
-    None = the targets' natural mix."""
+    None = the targets' natural mix. Measured on the demo model (all 188 borderline-train
+    prompts, 2 seeds, paired, docs/alignment_results.md): natural mix (21% refusals) greedy
+    CoT-on ASR 37.5%, over-refusal 0.0%; 0.32 -> 16.4% and 7.8%, the quickstart's rates."""
 
     def validate(self) -> None:
         check(self.epochs >= 1, "epochs", "must be >= 1")
