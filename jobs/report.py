@@ -264,6 +264,19 @@ def _evaluation_markdown(ev: dict, aux_weight: float, plots: dict) -> list[str]:
             lines.append(f"| {_group_label(g, aux_weight)} | {run} | {_ci(h.get('asr'))} | {_ci(h.get('cot_asr'))} | "
                          f"{_ci(h.get('over_refusal'))} | {_ci(r['accuracy'])} |")
     lines += ["", f"![metrics]({METRICS_PNG})" if plots.get("metrics") else "", ""]
+    paths = [(g, run, r["judges"].get(head, {})) for g, entry in main.items() for run, r in entry["runs"].items()
+             if run.startswith("cot_on/") and "asr_via_thinking" in r["judges"].get(head, {})]
+    if paths:
+        lines += [f"### Where the decisions went (judge `{head}`)", "",
+                  "Attack successes split by whether the model thought first (it took the comply path at t*) or "
+                  "answered after an empty think block (the refusal's start, broken later); benign refusals made "
+                  "at once, with no thinking.", "",
+                  "| model | run | ASR, thought first | ASR, after an empty think block | over-refusal, at once |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {_group_label(g, aux_weight)} | {run} | {_ci(h.get('asr_via_thinking'))} | "
+                  f"{_ci(h.get('asr_without_thinking'))} | {_ci(h.get('over_refusal_without_thinking'))} |"
+                  for g, run, h in paths]
+        lines.append("")
     attacks = [(g, run, r) for g, entry in main.items() for run, r in entry["runs"].items() if run.startswith("attack/")]
     if attacks:
         lines += [f"### Attacks on the harmful set (judge `{head}`)", "",
