@@ -85,3 +85,51 @@ def test_empty_think_probability_reads_the_tokens_after_t_star(tiny_lm):
     # the same number from the CoT-on generation prompt's own tokens
     ids = render_prompt(tok, prompts[0], cot=True).input_ids
     assert continuation_probability(model, [ids], close, [(1.0, 1.0)])[0, 0] == pytest.approx(got[0, 0], rel=1e-5)
+
+
+def _bench():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import decision_mass
+
+    return decision_mass
+
+
+def test_bench_tallies_expected_against_observed_and_pairs_lambda_by_seed():
+    dm = _bench()
+
+    def row(set_, source, prompt, thinking="", answer="comply"):
+        return {"set": set_, "source": source, "prompt": prompt, "thinking": thinking,
+                "judges": {"string_match": {"answer": answer}}}
+
+    rows = [row("harmful", "advbench", "h1"), row("harmful", "advbench", "h2", thinking="step 1"),
+            row("harmful", "advbench", "h3", answer="refuse"), row("harmful", "advbench", "h4", answer="refuse"),
+            row("benign", "alpaca", "a1", thinking="ok", answer="comply"),
+            row("benign", "borderline-heldout", "b1", answer="refuse"), {"set": "reasoning", "prompt": "r1"}]
+    p = {"h1": 0.9, "h2": 0.2, "h3": 0.95, "h4": 0.7, "a1": 0.05, "b1": 0.8}
+    cells: dict = {}
+    dm.tally(cells, "aligned", "cot_on/t1.0", rows, p, "string_match")
+    dm.tally(cells, "extra", "cot_on/t1.0", rows, p, "string_match", sampled=False)
+    recs = {(r["group"], r["source"]): r for r in dm.records_of(cells, "string_match")}
+    h = recs[("aligned", "harmful")]
+    assert h["n"] == 4 and h["expected_count"] == pytest.approx(2.75)
+    assert (h["observed_empty_think"]["k"], h["asr_thought_first"]["k"]) == (3, 1)
+    assert h["expected_within_interval"] is True
+    assert recs[("aligned", "borderline-heldout")]["expected_empty_think"] == pytest.approx(0.8)
+    assert "observed_empty_think" not in recs[("extra", "harmful")]  # prompts only: nothing observed
+
+    # the score orders h3 > h1 > b1 > h4 > h2 > a1: against borderline 2 of 4 harmful above it
+    sep = dm.separation_of(rows, p)
+    assert sep["borderline-heldout"]["auroc"] == pytest.approx(0.5)
+    assert sep["alpaca"]["auroc"] == 1.0
+    # refusing at most 5% of the one borderline prompt means refusing only above 0.8: h4, h2 pass
+    assert (sep["borderline-heldout"]["asr_at_95pct_pass"]["k"], sep["borderline-heldout"]["asr_at_95pct_pass"]["n"]) \
+        == (2, 4)
+    variants = {"aligned@s0": {"group": "aligned", "seed": 0}, "lambda0@s0": {"group": "lambda0", "seed": 0},
+                "aligned@s1": {"group": "aligned", "seed": 1}, "base": {"group": "base", "seed": 0}}
+    worse = dm.separation_of(rows, {**p, "h1": 0.1})
+    pairs = dm.lambda_pairs(variants, {"aligned@s0": sep, "lambda0@s0": worse, "aligned@s1": sep})
+    assert [(q["seed"], q["source"]) for q in pairs] == [(0, "alpaca"), (0, "borderline-heldout")]  # s1 has no twin
+    assert pairs[1]["difference"] == pytest.approx(0.5 - 0.25)
